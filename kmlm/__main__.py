@@ -1,0 +1,5 @@
+import sys
+
+from kmlm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,245 @@
+"""The `kmlm` command line: vocab, pretrain, evaluate, fill-mask."""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+CORPUS_HELP = (
+    "text corpus: a file, directory or glob of UTF-8 .txt/.gz files (documents separated by "
+    "blank lines), tfds:NAME[/CONFIG][:SPLIT][:FEATURE], or builtin:python-docs "
+    "(default: builtin:python-docs, offline)"
+)
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="kmlm",
+        description="BERT-style masked language modeling for TensorFlow/Keras.",
+        formatter_class=_Formatter,
+        epilog="Run `kmlm COMMAND --help` for the options of a command.",
+    )
+    from kmlm import __version__
+
+    parser.add_argument("--version", action="version", version=f"kmlm {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    vocab = commands.add_parser("vocab", help="learn a WordPiece vocabulary", formatter_class=_Formatter,
+                                description="Learn a WordPiece vocabulary ([PAD] [UNK] [CLS] [SEP] [MASK] first) from a corpus.")
+    vocab.add_argument("--corpus", default=None, help=CORPUS_HELP)
+    vocab.add_argument("--size", type=_positive_int, default=8192, help="vocabulary size, special tokens included")
+    vocab.add_argument("--out", required=True, help="vocabulary file to write (one token per line)")
+    vocab.add_argument("--method", choices=("fast", "keras-nlp"), default="fast",
+                       help="fast: Rust WordPiece trainer (tokenizers); keras-nlp: keras-hub's learner (slow)")
+    vocab.add_argument("--one-per-line", action="store_true", help="every non-blank line is a document")
+    vocab.add_argument("--cased", action="store_true", help="keep case and accents (default: lowercase)")
+    vocab.set_defaults(run=_vocab)
+
+    pre = commands.add_parser("pretrain", help="pretrain a masked language model", formatter_class=_Formatter,
+                              description="Pretrain a BERT-style encoder with on-the-fly masking; writes a run directory "
+                                          "(config.json, vocab.txt, checkpoints, model.keras, metrics.csv, logs/, curves.png). "
+                                          "Re-running the same command after a kill resumes the run.")
+    pre.add_argument("--corpus", default=None, help=CORPUS_HELP)
+    pre.add_argument("--one-per-line", action="store_true", help="every non-blank line is a document")
+    pre.add_argument("--preset", default="mini", help="model size: tiny, mini, small, medium, base, large")
+    for flag, meaning in (("--num-layers", "encoder blocks"), ("--hidden-dim", "hidden size"),
+                          ("--num-heads", "attention heads"), ("--intermediate-dim", "feed-forward width")):
+        pre.add_argument(flag, type=_positive_int, default=None, help=f"override the preset's {meaning}")
+    pre.add_argument("--steps", type=_positive_int, default=1000, help="training steps (rounded up to whole epochs)")
+    pre.add_argument("--seq-len", type=_positive_int, default=128, help="tokens per row S")
+    pre.add_argument("--batch-size", type=_positive_int, default=32, help="rows per batch B")
+    pre.add_argument("--masking", choices=("token", "whole_word", "span"), default="token", help="masking strategy")
+    pre.add_argument("--mask-rate", type=float, default=0.15, help="fraction of tokens to predict, in (0, 1)")
+    pre.add_argument("--vocab", default=None, help="existing vocabulary file (default: learn one from the corpus)")
+    pre.add_argument("--vocab-size", type=_positive_int, default=8192, help="size of the vocabulary to learn")
+    pre.add_argument("--vocab-method", choices=("fast", "keras-nlp"), default="fast", help="vocabulary learner")
+    pre.add_argument("--cased", action="store_true", help="keep case and accents (default: lowercase)")
+    pre.add_argument("--no-packing", action="store_true", help="one document per padded row instead of packing")
+    pre.add_argument("--learning-rate", type=float, default=5e-4, help="peak learning rate")
+    pre.add_argument("--warmup-steps", type=int, default=None, help="linear warmup steps (default: 10%% of --steps)")
+    pre.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    pre.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"), default="float32",
+                     help="compute precision (softmax, LayerNorm and loss stay float32)")
+    pre.add_argument("--no-jit", action="store_true", help="do not XLA-compile the train step")
+    pre.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and masking")
+    pre.add_argument("--eval-batches", type=int, default=4, help="held-out batches evaluated after every epoch")
+    pre.add_argument("--log-points", type=_positive_int, default=20,
+                     help="epochs the run is split into (metrics.csv rows, checkpoints)")
+    pre.add_argument("--distribution", choices=("default", "mirrored", "multi-worker", "tpu"), default="default",
+                     help="tf.distribute strategy")
+    pre.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    pre.add_argument("--out", required=True, help="run directory to write")
+    pre.add_argument("--quiet", action="store_true", help="no progress output")
+    pre.set_defaults(run=_pretrain)
+
+    ev = commands.add_parser("evaluate", help="masked accuracy, loss and perplexity of a run", formatter_class=_Formatter,
+                             description="Evaluate a run on the held-out split of its corpus (or on all of --corpus) "
+                                         "with fixed-seed masking, so numbers compare across runs.")
+    ev.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `kmlm pretrain`")
+    ev.add_argument("--corpus", default=None, help="evaluate on all of this corpus instead of the held-out split")
+    ev.add_argument("--max-batches", type=_positive_int, default=None, help="stop after this many batches")
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ev.set_defaults(run=_evaluate)
+
+    fm = commands.add_parser("fill-mask", help="predict the tokens behind [MASK]", formatter_class=_Formatter,
+                             description="Print the top-k predictions for every [MASK] in each TEXT.")
+    fm.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `kmlm pretrain`")
+    fm.add_argument("texts", metavar="TEXT", nargs="+", help="text with one or more [MASK]")
+    fm.add_argument("--top-k", type=_positive_int, default=5, help="predictions per [MASK]")
+    fm.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    fm.set_defaults(run=_fill_mask)
+    return parser
+
+
+def _vocab(args):
+    from kmlm.pipelines import CorpusStats, learn_vocabulary, load_documents, save_vocabulary
+
+    stats = CorpusStats()
+    documents = load_documents(args.corpus, one_per_line=args.one_per_line, stats=stats)
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):
+        raise FileNotFoundError(f"directory of --out {args.out!r} does not exist")
+    start = time.time()
+    vocabulary = learn_vocabulary(documents, args.size, lowercase=not args.cased, method=args.method)
+    save_vocabulary(vocabulary, args.out)
+    print(f"wrote {len(vocabulary)} tokens to {args.out} in {time.time() - start:.1f}s ({args.method})")
+    if stats.invalid_utf8:
+        print(f"replaced {stats.invalid_utf8} invalid UTF-8 sequences in the corpus")
+
+
+def _pretrain(args):
+    from kmlm.pretrain import PretrainSettings, pretrain, remove_run
+    from kmlm.run_directory import MODEL_FILE
+
+    settings = PretrainSettings(
+        corpus=args.corpus,
+        one_per_line=args.one_per_line,
+        preset=args.preset,
+        steps=args.steps,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        masking=args.masking,
+        mask_rate=args.mask_rate,
+        vocab=args.vocab,
+        vocab_size=args.vocab_size,
+        vocab_method=args.vocab_method,
+        lowercase=not args.cased,
+        packing=not args.no_packing,
+        learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        precision=args.precision,
+        jit_compile=not args.no_jit,
+        seed=args.seed,
+        eval_batches=args.eval_batches,
+        log_points=args.log_points,
+        distribution=args.distribution,
+        model_overrides={
+            key: getattr(args, key)
+            for key in ("num_layers", "hidden_dim", "num_heads", "intermediate_dim")
+            if getattr(args, key) is not None
+        },
+    )
+    settings.validate()
+    if args.overwrite and os.path.isfile(os.path.join(args.out, MODEL_FILE)):
+        remove_run(args.out)
+    start = time.time()
+    metrics = pretrain(args.out, settings, verbose=0 if args.quiet else "auto")
+    print(
+        f"held-out masked accuracy {metrics['masked_accuracy']:.4f}, loss {metrics['loss']:.4f}, "
+        f"perplexity {metrics['perplexity']:.2f} ({metrics['masked_tokens']} masked tokens); "
+        f"{(time.time() - start) / 60:.1f} min; run directory {args.out}"
+    )
+
+
+def _evaluate(args):
+    from kmlm.evaluation import eval_dataset, evaluate_masked_lm
+    from kmlm.run_directory import load_run
+
+    run = load_run(args.run_dir)
+    dataset = eval_dataset(run.data, run.vocabulary, corpus=args.corpus)
+    metrics = evaluate_masked_lm(run.model, dataset, max_batches=args.max_batches, verbose=0 if args.json else 1)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(
+            f"masked_accuracy {metrics['masked_accuracy']:.4f}  loss {metrics['loss']:.4f}  "
+            f"perplexity {metrics['perplexity']:.2f}  ({metrics['masked_tokens']} masked tokens, "
+            f"{metrics['batches']} batches)"
+        )
+
+
+def _fill_mask(args):
+    from kmlm.fill_mask import FillMask
+    from kmlm.run_directory import load_run
+
+    run = load_run(args.run_dir)
+    predictor = FillMask(run.model, run.vocabulary, lowercase=run.data.get("lowercase", True),
+                         max_length=run.model_config.max_position)
+    outputs = []
+    for text in args.texts:
+        results = predictor(text, top_k=args.top_k)
+        outputs.append({"text": text, "filled": predictor.filled_text(text, results), "masks": results})
+    if args.json:
+        print(json.dumps(outputs if len(outputs) > 1 else outputs[0], indent=2, ensure_ascii=False))
+        return
+    for output in outputs:
+        print(output["text"])
+        print(f"  -> {output['filled']}")
+        for number, mask in enumerate(output["masks"], 1):
+            guesses = ", ".join(f"{p['token']} ({p['score']:.3f})" for p in mask["predictions"])
+            print(f"  [MASK] {number}: {guesses}")
+
+
+def _import_tensorflow_quietly():
+    """Imports TensorFlow with stderr silenced: its C++ start-up logs (CUDA probing on CPU
+    machines, oneDNN notices) are noise to a CLI user. Set KMLM_DEBUG=1 to see them."""
+    if os.environ.get("KMLM_DEBUG") or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow
+
+        tensorflow.config.list_physical_devices()  # probes CUDA (and logs about it) now
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _import_tensorflow_quietly()
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as error:
+        if os.environ.get("KMLM_DEBUG"):
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"kmlm {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kmlm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

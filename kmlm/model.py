@@ -1,0 +1,134 @@
+"""The kmlm encoder and masked-language model, composed from `kmlm.layers`."""
+
+import keras
+
+from kmlm.config import ModelConfig
+from kmlm.layers import EncoderBlock, InputEmbedding, MaskedLMHead
+
+ENCODER_INPUTS = ("token_ids", "segment_ids", "document_ids")
+
+
+def _as_config(config):
+    return config if isinstance(config, ModelConfig) else ModelConfig.from_dict(dict(config))
+
+
+def _inputs(names):
+    return {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in names}
+
+
+@keras.saving.register_keras_serializable(package="kmlm")
+class Encoder(keras.Model):
+    """Functional BERT-style encoder: inputs `token_ids`, `segment_ids`, `document_ids`
+    [B, S] int32; output the sequence of hidden states [B, S, H].
+
+    Example:
+    >>> encoder = Encoder(ModelConfig.from_preset("tiny", vocabulary_size=100))
+    >>> sorted(encoder.input)
+    ['document_ids', 'segment_ids', 'token_ids']
+    """
+
+    def __init__(self, config, **kwargs):
+        config = _as_config(config)
+        inputs = _inputs(ENCODER_INPUTS)
+        embedding = InputEmbedding(
+            config.vocabulary_size,
+            config.hidden_dim,
+            max_position=config.max_position,
+            num_segments=config.num_segments,
+            dropout=config.dropout,
+            layer_norm_epsilon=config.layer_norm_epsilon,
+            initializer_range=config.initializer_range,
+            name="embedding",
+        )
+        x = embedding(inputs["token_ids"], inputs["segment_ids"])
+        for i in range(config.num_layers):
+            x = EncoderBlock(
+                config.num_heads,
+                config.intermediate_dim,
+                dropout=config.dropout,
+                attention_dropout=config.attention_dropout,
+                activation=config.activation,
+                gated_ffn=config.gated_ffn,
+                norm_first=config.norm_first,
+                layer_norm_epsilon=config.layer_norm_epsilon,
+                initializer_range=config.initializer_range,
+                name=f"block_{i}",
+            )(x, inputs["document_ids"])
+        if config.norm_first:
+            x = keras.layers.LayerNormalization(
+                epsilon=config.layer_norm_epsilon, dtype="float32", name="final_norm"
+            )(x)
+        kwargs.setdefault("name", "encoder")
+        super().__init__(inputs=inputs, outputs=x, **kwargs)
+        self.config = config
+        self.embedding = embedding
+
+    def get_config(self):
+        return {"config": self.config.to_dict(), "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="kmlm")
+class MaskedLMModel(keras.Model):
+    """Encoder + tied MLM head: inputs `token_ids`, `segment_ids`, `document_ids` [B, S] and
+    `mask_positions` [B, P] int32; output float32 logits [B, P, vocabulary_size].
+
+    `model.encoder` is the reusable encoder (for fine-tuning and embeddings).
+    """
+
+    def __init__(self, config, **kwargs):
+        config = _as_config(config)
+        inputs = _inputs(ENCODER_INPUTS + ("mask_positions",))
+        encoder = Encoder(config)
+        sequence = encoder({name: inputs[name] for name in ENCODER_INPUTS})
+        head = MaskedLMHead(
+            config.vocabulary_size,
+            token_embedding=encoder.embedding,
+            activation=config.activation,
+            layer_norm_epsilon=config.layer_norm_epsilon,
+            initializer_range=config.initializer_range,
+            name="mlm_head",
+        )
+        logits = head(sequence, inputs["mask_positions"])
+        kwargs.setdefault("name", "masked_lm")
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.config = config
+        self.encoder = encoder
+
+    def get_config(self):
+        return {"config": self.config.to_dict(), "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_encoder(config):
+    """Builds an `Encoder` (sequence output) from a `ModelConfig` or its dict."""
+    return Encoder(config)
+
+
+def build_mlm_model(config, max_predictions=None):
+    """Builds a `MaskedLMModel` from a `ModelConfig` (or its dict).
+
+    Args:
+        config: `ModelConfig` or dict.
+        max_predictions: the P of the `mask_positions` input. The model accepts any P (and
+            any S up to `max_position`); it is validated here so that a bad pipeline setting
+            fails before training.
+
+    Returns:
+        A Keras functional model.
+
+    Example:
+    >>> model = build_mlm_model(ModelConfig.from_preset("tiny", vocabulary_size=100), 24)
+    >>> model.output.shape
+    (None, None, 100)
+    """
+    config = _as_config(config)
+    if max_predictions is not None and int(max_predictions) < 1:
+        raise ValueError(f"max_predictions={max_predictions} must be at least 1")
+    return MaskedLMModel(config)

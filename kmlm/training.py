@@ -1,0 +1,143 @@
+"""Optimizer, schedule, loss and metrics for masked-language-model pretraining."""
+
+import keras
+from keras import ops
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+NO_DECAY_NAMES = ("gamma", "beta", "bias")
+
+
+@keras.saving.register_keras_serializable(package="kmlm")
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0 to `peak_learning_rate`, then linear decay to 0 at `total_steps`.
+
+    Example:
+    >>> schedule = WarmupLinearDecay(1e-3, warmup_steps=10, total_steps=100)
+    >>> float(schedule(5))
+    0.0005
+    """
+
+    def __init__(self, peak_learning_rate, warmup_steps, total_steps):
+        self.peak_learning_rate = float(peak_learning_rate)
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warmup = ops.maximum(float(self.warmup_steps), 1.0)
+        decay_span = ops.maximum(float(self.total_steps - self.warmup_steps), 1.0)
+        rising = step / warmup
+        falling = ops.maximum(0.0, (float(self.total_steps) - step) / decay_span)
+        factor = ops.where(step < float(self.warmup_steps), rising, falling)
+        return self.peak_learning_rate * ops.minimum(factor, 1.0)
+
+    def get_config(self):
+        return {
+            "peak_learning_rate": self.peak_learning_rate,
+            "warmup_steps": self.warmup_steps,
+            "total_steps": self.total_steps,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kmlm")
+class MaskedPerplexity(keras.metrics.Metric):
+    """exp of the sample-weighted mean cross-entropy over masked slots.
+
+    Pass it in `weighted_metrics` so that `mask_weights` reach it as `sample_weight`.
+    """
+
+    def __init__(self, name="perplexity", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.total_loss = self.add_variable(shape=(), initializer="zeros", name="total_loss")
+        self.total_weight = self.add_variable(shape=(), initializer="zeros", name="total_weight")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        losses = keras.losses.sparse_categorical_crossentropy(y_true, ops.cast(y_pred, "float32"), from_logits=True)
+        weights = ops.ones_like(losses) if sample_weight is None else ops.cast(sample_weight, "float32")
+        self.total_loss.assign_add(ops.sum(losses * weights))
+        self.total_weight.assign_add(ops.sum(weights))
+
+    def result(self):
+        return ops.exp(self.total_loss / ops.maximum(self.total_weight, 1e-9))
+
+    def reset_state(self):
+        self.total_loss.assign(0.0)
+        self.total_weight.assign(0.0)
+
+
+def set_precision(precision):
+    """Sets the global Keras dtype policy: "float32", "mixed_float16" or "mixed_bfloat16".
+
+    Call it before building the model. Softmax, LayerNorm, logits and the loss stay float32
+    either way; `mixed_float16` gets dynamic loss scaling from `model.compile`.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    keras.config.set_dtype_policy(precision)
+
+
+def masked_lm_loss():
+    """Sparse cross-entropy over masked slots, averaged over the slots with weight > 0."""
+    return keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction="mean_with_sample_weight", name="masked_lm_loss"
+    )
+
+
+def make_optimizer(learning_rate=5e-4, total_steps=10_000, warmup_steps=None, weight_decay=0.01, clipnorm=1.0):
+    """AdamW with linear warmup/decay, global-norm clipping and no decay on LayerNorm/biases."""
+    if total_steps < 1:
+        raise ValueError(f"total_steps={total_steps} must be at least 1")
+    if warmup_steps is None:
+        warmup_steps = max(1, total_steps // 10)
+    schedule = WarmupLinearDecay(learning_rate, warmup_steps, total_steps)
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=schedule,
+        weight_decay=weight_decay,
+        beta_1=0.9,
+        beta_2=0.98,
+        epsilon=1e-6,
+        global_clipnorm=clipnorm,
+    )
+    optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
+    return optimizer
+
+
+def compile_for_pretraining(
+    model,
+    *,
+    learning_rate=5e-4,
+    total_steps=10_000,
+    warmup_steps=None,
+    weight_decay=0.01,
+    clipnorm=1.0,
+    jit_compile=True,
+    steps_per_execution=1,
+):
+    """Compiles a `MaskedLMModel` for `model.fit` on `kmlm.pipelines.mlm_dataset` batches.
+
+    Args:
+        model: a model from `kmlm.build_mlm_model`.
+        learning_rate: peak learning rate after warmup.
+        total_steps: steps of the linear decay (the length of the run).
+        warmup_steps: warmup length; default 10% of `total_steps`.
+        weight_decay: AdamW decoupled weight decay (not applied to LayerNorm or biases).
+        clipnorm: global gradient-norm clip.
+        jit_compile: compile the train step with XLA.
+        steps_per_execution: batches per compiled call.
+
+    Returns:
+        The model, compiled with the masked loss and weighted `masked_accuracy` and
+        `perplexity` metrics.
+
+    Example:
+    >>> model = compile_for_pretraining(build_mlm_model(config), total_steps=1000)
+    >>> model.fit(dataset, steps_per_epoch=100, epochs=10)
+    """
+    model.compile(
+        optimizer=make_optimizer(learning_rate, total_steps, warmup_steps, weight_decay, clipnorm),
+        loss=masked_lm_loss(),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy"), MaskedPerplexity()],
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
+    return model

@@ -1,0 +1,16 @@
+"""Custom Keras layers of the kmlm encoder, one public class per module."""
+
+from kmlm.layers.encoder_block import EncoderBlock
+from kmlm.layers.feed_forward import FeedForward
+from kmlm.layers.input_embedding import InputEmbedding
+from kmlm.layers.masked_lm_head import MaskedLMHead
+from kmlm.layers.multi_head_self_attention import MultiHeadSelfAttention, document_attention_bias
+
+__all__ = [
+    "EncoderBlock",
+    "FeedForward",
+    "InputEmbedding",
+    "MaskedLMHead",
+    "MultiHeadSelfAttention",
+    "document_attention_bias",
+]

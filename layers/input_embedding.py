@@ -1,0 +1,99 @@
+"""Token + position + segment embedding."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="kmlm")
+class InputEmbedding(keras.layers.Layer):
+    """Sums token, learned position and segment embeddings, then LayerNorm and dropout.
+
+    The token table is exposed as `token_embeddings` so that an output projection
+    (`MaskedLMHead`) can be tied to it.
+
+    Args:
+        vocabulary_size: number of token ids.
+        hidden_dim: embedding width.
+        max_position: longest sequence the position table covers.
+        num_segments: number of segment (sentence A/B) ids; 0 disables segment embeddings.
+        dropout: dropout rate applied after the LayerNorm.
+        layer_norm_epsilon: LayerNorm epsilon.
+        initializer_range: stddev of the truncated-normal initializer.
+
+    Call arguments:
+        token_ids: int tensor [B, S].
+        segment_ids: optional int tensor [B, S] (all zeros when omitted).
+        training: whether dropout is active.
+
+    Returns:
+        float tensor [B, S, hidden_dim].
+
+    Example:
+    >>> layer = InputEmbedding(vocabulary_size=100, hidden_dim=16, max_position=32)
+    >>> layer(ops.ones((2, 8), "int32")).shape
+    (2, 8, 16)
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        hidden_dim,
+        max_position=512,
+        num_segments=2,
+        dropout=0.1,
+        layer_norm_epsilon=1e-12,
+        initializer_range=0.02,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.vocabulary_size = int(vocabulary_size)
+        self.hidden_dim = int(hidden_dim)
+        self.max_position = int(max_position)
+        self.num_segments = int(num_segments)
+        self.dropout = float(dropout)
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.initializer_range = float(initializer_range)
+
+    def build(self, token_ids_shape, segment_ids_shape=None):
+        init = keras.initializers.TruncatedNormal(stddev=self.initializer_range)
+        self.token_embeddings = self.add_weight(
+            name="token_embeddings", shape=(self.vocabulary_size, self.hidden_dim), initializer=init
+        )
+        self.position_embeddings = self.add_weight(
+            name="position_embeddings", shape=(self.max_position, self.hidden_dim), initializer=init
+        )
+        self.segment_embeddings = None
+        if self.num_segments > 0:
+            self.segment_embeddings = self.add_weight(
+                name="segment_embeddings", shape=(self.num_segments, self.hidden_dim), initializer=init
+            )
+        # LayerNorm statistics stay float32 under mixed precision.
+        self.norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, dtype="float32", name="norm")
+        self.norm.build((None, None, self.hidden_dim))
+        self.dropout_layer = keras.layers.Dropout(self.dropout, name="dropout")
+        self.built = True
+
+    def call(self, token_ids, segment_ids=None, training=None):
+        seq_len = ops.shape(token_ids)[1]
+        x = ops.take(self.token_embeddings, token_ids, axis=0)
+        x = x + ops.expand_dims(self.position_embeddings[:seq_len], 0)
+        if self.segment_embeddings is not None and segment_ids is not None:
+            x = x + ops.take(self.segment_embeddings, segment_ids, axis=0)
+        x = ops.cast(self.norm(x), self.compute_dtype)
+        return self.dropout_layer(x, training=training)
+
+    def compute_output_shape(self, token_ids_shape, segment_ids_shape=None):
+        return tuple(token_ids_shape) + (self.hidden_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            vocabulary_size=self.vocabulary_size,
+            hidden_dim=self.hidden_dim,
+            max_position=self.max_position,
+            num_segments=self.num_segments,
+            dropout=self.dropout,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            initializer_range=self.initializer_range,
+        )
+        return config
