@@ -74,7 +74,7 @@ class EncoderBlock(keras.layers.Layer):
             name="attention",
         )
         self.attention.build(x_shape)
-        self.attention_dropout_layer = keras.layers.Dropout(self.dropout, name="attention_output_dropout")
+        self.attention_dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name="attention_output_dropout")
         self.feed_forward = FeedForward(
             self.intermediate_dim,
             activation=self.activation,

@@ -70,15 +70,15 @@ class InputEmbedding(keras.layers.Layer):
         # LayerNorm statistics stay float32 under mixed precision.
         self.norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, dtype="float32", name="norm")
         self.norm.build((None, None, self.hidden_dim))
-        self.dropout_layer = keras.layers.Dropout(self.dropout, name="dropout")
+        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name="dropout")
         self.built = True
 
     def call(self, token_ids, segment_ids=None, training=None):
         seq_len = ops.shape(token_ids)[1]
-        x = ops.take(self.token_embeddings, token_ids, axis=0)
-        x = x + ops.expand_dims(self.position_embeddings[:seq_len], 0)
+        x = ops.take(ops.cast(self.token_embeddings, self.compute_dtype), token_ids, axis=0)
+        x = x + ops.expand_dims(ops.cast(self.position_embeddings, self.compute_dtype)[:seq_len], 0)
         if self.segment_embeddings is not None and segment_ids is not None:
-            x = x + ops.take(self.segment_embeddings, segment_ids, axis=0)
+            x = x + ops.take(ops.cast(self.segment_embeddings, self.compute_dtype), segment_ids, axis=0)
         x = ops.cast(self.norm(x), self.compute_dtype)
         return self.dropout_layer(x, training=training)
 

@@ -69,12 +69,16 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.qkv_bias = self.add_weight(name="qkv_bias", shape=(3 * hidden_dim,), initializer="zeros")
         self.output_kernel = self.add_weight(name="output_kernel", shape=(hidden_dim, hidden_dim), initializer=init)
         self.output_bias = self.add_weight(name="output_bias", shape=(hidden_dim,), initializer="zeros")
-        self.dropout_layer = keras.layers.Dropout(self.dropout, name="attention_dropout")
+        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name="attention_dropout")
         self.built = True
 
     def call(self, x, document_ids=None, attention_bias=None, training=None):
+        # Explicit casts: a nested layer's call can leave Keras' autocast scope float32.
+        def cast(variable):
+            return ops.cast(variable, self.compute_dtype)
+
         batch, seq_len = ops.shape(x)[0], ops.shape(x)[1]
-        qkv = ops.matmul(x, self.qkv_kernel) + self.qkv_bias
+        qkv = ops.matmul(x, cast(self.qkv_kernel)) + cast(self.qkv_bias)
         qkv = ops.reshape(qkv, (batch, seq_len, 3, self.num_heads, self.head_dim))
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         q = q * ops.cast(1.0 / math.sqrt(self.head_dim), q.dtype)
@@ -87,7 +91,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         probs = self.dropout_layer(probs, training=training)
         context = ops.einsum("bnqk,bknd->bqnd", probs, v)
         context = ops.reshape(context, (batch, seq_len, self.hidden_dim))
-        return ops.matmul(context, self.output_kernel) + self.output_bias
+        return ops.matmul(context, cast(self.output_kernel)) + cast(self.output_bias)
 
     def compute_output_shape(self, x_shape, document_ids_shape=None, attention_bias_shape=None):
         return tuple(x_shape)

@@ -1,0 +1,40 @@
+"""Shared checks for layer tests: config round trip, symbolic call, XLA fit step, saving."""
+
+import os
+
+import keras
+import numpy as np
+
+
+def assert_config_round_trip(layer):
+    """`from_config(get_config())` rebuilds a layer with the same config."""
+    config = layer.get_config()
+    rebuilt = type(layer).from_config(config)
+    assert rebuilt.get_config() == config
+    return rebuilt
+
+
+def assert_symbolic_shape(layer, input_shapes, expected_shape, dtypes=None):
+    """Calls the layer on Keras symbolic inputs and checks the output shape."""
+    dtypes = dtypes or ["float32"] * len(input_shapes)
+    inputs = [keras.Input(batch_shape=shape, dtype=dtype) for shape, dtype in zip(input_shapes, dtypes)]
+    output = layer(*inputs)
+    assert tuple(output.shape) == tuple(expected_shape)
+
+
+def assert_fit_step_under_xla(model, x, y, sample_weight=None):
+    """One `fit` step with `jit_compile=True` runs and changes the weights."""
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.MeanSquaredError(), jit_compile=True)
+    model.fit(x, y, sample_weight=sample_weight, batch_size=len(y), epochs=1, verbose=0)
+    changed = [not np.allclose(a, w.numpy()) for a, w in zip(before, model.trainable_weights)]
+    assert any(changed)
+
+
+def assert_save_load_identical(model, x, tmp_path):
+    """`.keras` save then safe-mode load gives identical outputs."""
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(loaded(x)))
+    return loaded
