@@ -214,7 +214,11 @@ def pretrain(out, settings=None, verbose=1):
         lowercase=settings.lowercase,
         packing=settings.packing,
     )
-    val_ds = eval_dataset(data, vocabulary).take(settings.eval_batches) if settings.eval_batches > 0 else None
+    val_ds, val_steps = None, None
+    if settings.eval_batches > 0:
+        # A few fixed held-out batches, cached: every epoch sees the same masks, cheaply.
+        val_ds = eval_dataset(data, vocabulary).take(settings.eval_batches).cache()
+        val_steps = sum(1 for _ in val_ds)
 
     keras.utils.set_random_seed(settings.seed)
     previous_policy = keras.config.dtype_policy()
@@ -256,6 +260,7 @@ def pretrain(out, settings=None, verbose=1):
             steps_per_epoch=steps_per_epoch,
             epochs=epochs,
             validation_data=val_ds,
+            validation_steps=val_steps,
             callbacks=callbacks,
             verbose=verbose,
         )
@@ -267,7 +272,7 @@ def pretrain(out, settings=None, verbose=1):
     _save_model_atomically(model, os.path.join(out, rd.MODEL_FILE))
     plot_curves(os.path.join(out, rd.METRICS_FILE), os.path.join(out, rd.CURVES_FILE), steps_per_epoch)
     _log(verbose, "evaluating on the held-out split ...")
-    metrics = evaluate_masked_lm(model, eval_dataset(data, vocabulary), max_batches=100, verbose=verbose)
+    metrics = evaluate_masked_lm(model, eval_dataset(data, vocabulary), max_batches=100, verbose=1 if verbose else 0)
     with open(os.path.join(out, "evaluation.json"), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=2)
     return metrics

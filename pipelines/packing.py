@@ -129,8 +129,9 @@ def _documents_between_specials(
     check_seq_len(seq_len)
     if not isinstance(token_ids, tf.RaggedTensor) or token_ids.ragged_rank != 1:
         raise ValueError(
-            f"token_ids must be a tf.RaggedTensor [documents, None], got {type(token_ids).__name__} "
-            f"of shape {token_ids.shape}; tokenize a batch of documents first"
+            "token_ids must be a tf.RaggedTensor [documents, None], got "
+            f"{type(token_ids).__name__} of shape {token_ids.shape}; tokenize a batch of "
+            "documents first"
         )
     token_ids = tf.cast(token_ids, tf.int32)
     token_ids = tf.ragged.boolean_mask(token_ids, token_ids.row_lengths() > 0)

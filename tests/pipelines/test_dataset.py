@@ -110,7 +110,8 @@ def test_input_context_gives_each_replica_its_own_documents(vocabulary):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"seq_len": 4}, "seq_len=4 is too short; use an integer of at least 8 (e.g. --seq-len 128)"),
+        ({"seq_len": 4},
+         "seq_len=4 is too short; use an integer of at least 8 (e.g. --seq-len 128)"),
         ({"batch_size": 0}, "batch_size=0 must be a positive integer"),
     ],
 )

@@ -71,7 +71,8 @@ def test_max_predictions_is_rate_times_length_rounded_up_to_eight(seq_len, rate)
         ({"mask_token_rate": 0.95, "random_token_rate": 0.1},
          "mask_token_rate=0.95 plus random_token_rate=0.1 exceeds 1; the rest (kept tokens) "
          "cannot be negative"),
-        ({"random_token_rate": -0.1}, "random_token_rate=-0.1 must be within [0, 1], e.g. 0.8 and 0.1"),
+        ({"random_token_rate": -0.1},
+         "random_token_rate=-0.1 must be within [0, 1], e.g. 0.8 and 0.1"),
     ],
 )
 def test_bad_masking_config_is_refused_with_a_clear_message(kwargs, message):
@@ -94,7 +95,8 @@ def test_masking_statistics_and_invariants_on_real_text(strategy, rate, vocabula
         used = weights > 0
         # Slots: used ones first, positions strictly ascending; unused ones all zero.
         assert np.all(np.diff(weights, axis=1) <= 0)
-        positions = np.where(used, features["mask_positions"], SEQ_LEN + np.arange(weights.shape[1]))
+        unused_last = SEQ_LEN + np.arange(weights.shape[1])
+        positions = np.where(used, features["mask_positions"], unused_last)
         assert np.all(np.diff(positions, axis=1) > 0)
         assert np.all(features["mask_positions"][~used] == 0) and np.all(mask_ids[~used] == 0)
         np.testing.assert_array_equal(
@@ -169,7 +171,8 @@ def test_span_units_are_runs_of_whole_words_selected_together(vocabulary, packed
         tokens = batch["token_ids"]
         candidate = (batch["document_ids"] != 0) & ~special[tokens]
         np.testing.assert_array_equal(units > 0, candidate)
-        word_start = candidate & ~(continuation[tokens] & np.pad(candidate[:, :-1], ((0, 0), (1, 0))))
+        after_candidate = np.pad(candidate[:, :-1], ((0, 0), (1, 0)))
+        word_start = candidate & ~(continuation[tokens] & after_candidate)
         for row in range(BATCH):
             for positions in units_per_row(units, row).values():
                 # Contiguous, starting on a word, ending before the next word, 1..10 words.
