@@ -324,12 +324,14 @@ class MatmulProbe:
         self.shape = f"[{rows},{inner}]x[{inner},{cols}]"
 
     def measure(self):
+        """(achieved GFLOP/s, CPU cores the process used meanwhile)."""
         tf = self.tf
-        start = time.perf_counter()
+        cpu_start, start = time.process_time(), time.perf_counter()
         for _ in range(self.repeats):
             out = tf.linalg.matmul(self.a, self.b)
         _ = out[0, 0].numpy()
-        return self.flops * self.repeats / (time.perf_counter() - start) / 1e9
+        wall = time.perf_counter() - start
+        return self.flops * self.repeats / wall / 1e9, (time.process_time() - cpu_start) / wall
 
 
 # ---------------------------------------------------------------------------------------
@@ -441,11 +443,13 @@ def main(argv=None):
     probe.measure()  # warm the kernel
     chunks = {name: [] for name in arms}
     cpu_use = {name: [] for name in arms}
-    gflops = []
+    gflops, probe_cores = [], []
     cursor = args.warmup
     for round_index in range(args.rounds):
-        gflops.append(probe.measure())
-        line = [f"round {round_index + 1}/{args.rounds}: matmul {gflops[-1]:.1f} GFLOP/s"]
+        achieved, cores = probe.measure()
+        gflops.append(achieved)
+        probe_cores.append(cores)
+        line = [f"round {round_index + 1}/{args.rounds}: matmul {achieved:.1f} GFLOP/s"]
         for name in arms:
             cpu_start, wall_start = time.process_time(), time.perf_counter()
             for i in range(args.steps):
@@ -499,7 +503,8 @@ def main(argv=None):
           "paired = median of per-round ratios; roofline = median tok/s / roofline tok/s; "
           "cores = process CPU time / wall time during the chunks")
     print(f"roofline: fp32 matmul {probe.shape} achieved median {roofline_gflops:.1f} GFLOP/s "
-          f"(min {min(gflops):.1f}, max {max(gflops):.1f}, one measurement per round)")
+          f"(min {min(gflops):.1f}, max {max(gflops):.1f}, one measurement per round, "
+          f"{median(probe_cores):.2f} cores used)")
     print(f"  training FLOPs/token = {flops['total'] / 1e6:.2f} M  [{flops['formula']}]")
     print(f"    encoder weight matmuls {flops['encoder_weight_matmuls'] / 1e6:.2f} M, "
           f"attention QK^T and PV {flops['attention_scores_and_values'] / 1e6:.2f} M, "
@@ -523,7 +528,8 @@ def main(argv=None):
             "arms": results,
             "skipped": skipped,
             "roofline": {"matmul": probe.shape, "gflops_per_round": gflops,
-                         "median_gflops": roofline_gflops, "flops_per_token": flops,
+                         "median_gflops": roofline_gflops, "cores_used_per_round": probe_cores,
+                         "flops_per_token": flops,
                          "tokens_per_s": roofline_tps},
             "machine": {"cpus": os.cpu_count(), "load_average_end": os.getloadavg(),
                         "versions": versions()},
