@@ -187,6 +187,8 @@ def main(argv=None):
         speeds["kmlm-jit (measured)"] = batch * seq_len / statistics.median(
             [s for values in step_detail.values() for s in values])
 
+    for name, speed in speeds.items():
+        print(f"speed {name}: {speed:,.0f} tokens/s ({batch * seq_len / speed:.2f} s per step)")
     results = {}
     print()
     header = (f"{'layout':<20} {'rows':>8} {'real share':>10} {'real/row':>8} {'dropped':>9} "
