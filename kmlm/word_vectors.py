@@ -1,0 +1,495 @@
+"""Static word vectors: files, neighbours, analogies, evaluation, and vectors taken from a
+kmlm masked language model.
+
+`WordVectors` holds words and a [N, D] float32 matrix. It reads and writes the word2vec text
+format (a "N D" header line, then "word v1 ... vD" lines) and GloVe text files (the same
+lines without the header), answers `most_similar`, `similarity` and analogies (3CosAdd and
+3CosMul), and scores itself on word-pair similarity files (Spearman) and analogy files.
+
+Example:
+>>> vectors = WordVectors.load("vectors.txt")
+>>> vectors.most_similar("paris", top_n=3)
+[('london', 0.81), ('berlin', 0.79), ('rome', 0.77)]
+>>> vectors.analogy("man", "king", "woman")
+[('queen', 0.71)]
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+ANALOGY_METHODS = ("add", "mul")
+FORMATS = ("word2vec", "glove")
+
+
+class WordVectors:
+    """Words and their vectors.
+
+    Args:
+        words: the words, in row order, without repeats.
+        vectors: [N, D] array.
+        counts: optional [N] corpus counts (kept in files written by `kmlm word2vec`).
+
+    Example:
+    >>> vectors = WordVectors(["a", "b"], [[1.0, 0.0], [0.6, 0.8]])
+    >>> round(vectors.similarity("a", "b"), 2)
+    0.6
+    """
+
+    def __init__(self, words, vectors, counts=None):
+        self.words = [str(w) for w in words]
+        self.vectors = np.asarray(vectors, dtype=np.float32)
+        if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.words):
+            raise ValueError(
+                f"vectors of shape {self.vectors.shape} do not match {len(self.words)} words; expected [N, D]"
+            )
+        self.index = {}
+        for i, word in enumerate(self.words):
+            if word in self.index:
+                raise ValueError(f"word {word!r} appears twice (rows {self.index[word]} and {i})")
+            if not word or any(c.isspace() for c in word):
+                raise ValueError(f"word {word!r} (row {i}) is empty or contains whitespace")
+            self.index[word] = i
+        self.counts = None if counts is None else np.asarray(counts, dtype=np.int64)
+        self._unit = None
+
+    # ---------------------------------------------------------------- basics
+
+    def __len__(self):
+        return len(self.words)
+
+    def __contains__(self, word):
+        return word in self.index
+
+    def __getitem__(self, word):
+        return self.vectors[self._row(word)]
+
+    def __repr__(self):
+        return f"WordVectors({len(self)} words, dim {self.dim})"
+
+    @property
+    def dim(self):
+        return self.vectors.shape[1]
+
+    @property
+    def unit_vectors(self):
+        """The rows scaled to length 1 (zero rows stay zero)."""
+        if self._unit is None:
+            norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
+            self._unit = self.vectors / np.maximum(norms, 1e-12)
+        return self._unit
+
+    def _row(self, word):
+        try:
+            return self.index[word]
+        except KeyError:
+            raise KeyError(f"word {word!r} is not in the vocabulary of {len(self)} words") from None
+
+    def _as_unit(self, item):
+        if isinstance(item, str):
+            return self.unit_vectors[self._row(item)]
+        vector = np.asarray(item, dtype=np.float32)
+        if vector.shape != (self.dim,):
+            raise ValueError(f"a vector of shape {vector.shape} given; expected ({self.dim},)")
+        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+    # ---------------------------------------------------------------- files
+
+    @classmethod
+    def load(cls, path, format=None, limit=None):
+        """Reads a word2vec text file (header "N D") or a GloVe text file (no header).
+
+        Args:
+            path: the file (".gz" is decompressed).
+            format: "word2vec", "glove" or None to tell from the first line.
+            limit: read only the first `limit` words.
+        """
+        if format is not None and format not in FORMATS:
+            raise ValueError(f"unknown vector file format {format!r}; choose one of {', '.join(FORMATS)}")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"word vector file {path!r} does not exist")
+        words, rows, dim = [], [], None
+        with _open_text(path) as f:
+            first = f.readline()
+            header = first.split()
+            has_header = len(header) == 2 and all(part.isdigit() for part in header)
+            if format == "word2vec" and not has_header:
+                raise ValueError(f"{path!r} does not start with a word2vec header line \"N D\"; got {first[:60]!r}")
+            lines = f if has_header and format != "glove" else _chain([first], f)
+            if has_header and format != "glove":
+                dim = int(header[1])
+            for number, line in enumerate(lines, 2 if has_header else 1):
+                if limit is not None and len(words) >= limit:
+                    break
+                parts = line.rstrip("\n").rstrip().split(" ")
+                if len(parts) < 2:
+                    if not line.strip():
+                        continue
+                    raise ValueError(f"{path}:{number}: expected a word and its vector, got {line[:60]!r}")
+                dim = dim or len(parts) - 1
+                if len(parts) - 1 != dim:
+                    raise ValueError(f"{path}:{number}: {len(parts) - 1} numbers where the file has dim {dim}")
+                words.append(parts[0])
+                rows.append(np.asarray(parts[1:], dtype=np.float32))
+        if not words:
+            raise ValueError(f"{path!r} holds no word vectors")
+        return cls(words, np.stack(rows))
+
+    def save(self, path, format="word2vec", precision=6):
+        """Writes the word2vec text format (with "N D" header) or GloVe's (without)."""
+        if format not in FORMATS:
+            raise ValueError(f"unknown vector file format {format!r}; choose one of {', '.join(FORMATS)}")
+        with _open_text(path, "w") as f:
+            if format == "word2vec":
+                f.write(f"{len(self)} {self.dim}\n")
+            for word, vector in zip(self.words, self.vectors):
+                f.write(word + " " + " ".join(f"{x:.{precision}g}" for x in vector) + "\n")
+
+    def save_counts(self, path):
+        """Writes "word count" lines in row order (word2vec's -save-vocab format)."""
+        if self.counts is None:
+            raise ValueError("these word vectors have no counts to save")
+        with _open_text(path, "w") as f:
+            for word, count in zip(self.words, self.counts):
+                f.write(f"{word} {int(count)}\n")
+
+    # ---------------------------------------------------------------- queries
+
+    def most_similar(self, positive, negative=(), top_n=10, exclude=None):
+        """Words nearest by cosine to the sum of the unit vectors of `positive` minus those of
+        `negative` (words or vectors); the query words themselves are left out.
+
+        Returns:
+            list of (word, cosine) pairs, most similar first.
+        """
+        positive, negative = _as_list(positive), _as_list(negative)
+        query = np.zeros(self.dim, dtype=np.float32)
+        for item in positive:
+            query += self._as_unit(item)
+        for item in negative:
+            query -= self._as_unit(item)
+        scores = self.unit_vectors @ (query / max(float(np.linalg.norm(query)), 1e-12))
+        skip = {w for w in positive + negative if isinstance(w, str)} | set(exclude or ())
+        return self._top(scores, skip, top_n)
+
+    def similarity(self, first, second):
+        """Cosine similarity of two words (or vectors)."""
+        return float(self._as_unit(first) @ self._as_unit(second))
+
+    def analogy(self, a, b, c, method="add", top_n=1, restrict=None):
+        """Solves a : b :: c : ?  (e.g. man : king :: woman : queen).
+
+        Args:
+            method: "add" (3CosAdd: argmax cos(x, b - a + c)) or "mul" (3CosMul, Levy &
+                Goldberg 2014: argmax cos'(x,b) cos'(x,c) / (cos'(x,a) + 1e-3) with
+                cos' = (cos + 1) / 2).
+            restrict: search only the first `restrict` rows (the most frequent words).
+
+        Returns:
+            list of (word, score) pairs; a, b and c are never answers.
+        """
+        if method not in ANALOGY_METHODS:
+            raise ValueError(f"unknown analogy method {method!r}; choose one of {', '.join(ANALOGY_METHODS)}")
+        unit = self.unit_vectors if restrict is None else self.unit_vectors[:restrict]
+        ua, ub, uc = (self._as_unit(w) for w in (a, b, c))
+        if method == "add":
+            query = ub - ua + uc
+            scores = unit @ (query / max(float(np.linalg.norm(query)), 1e-12))
+        else:
+            cos_a, cos_b, cos_c = ((unit @ u + 1.0) / 2.0 for u in (ua, ub, uc))
+            scores = cos_b * cos_c / (cos_a + 1e-3)
+        return self._top(scores, {a, b, c}, top_n)
+
+    def _top(self, scores, skip, top_n):
+        order = np.argsort(-scores, kind="stable")
+        results = []
+        for i in order:
+            if self.words[i] not in skip:
+                results.append((self.words[i], float(scores[i])))
+                if len(results) == top_n:
+                    break
+        return results
+
+    # ---------------------------------------------------------------- evaluation
+
+    def evaluate_word_pairs(self, pairs, lowercase=True):
+        """Spearman correlation between human similarity scores and vector cosines.
+
+        Args:
+            pairs: a file path or an iterable of (word1, word2, score). Files hold one pair
+                per line separated by tabs, commas or spaces (WordSim-353, SimLex-999, MEN,
+                RG-65, ...); lines starting with "#" and lines whose score is not a number
+                (headers) are skipped, and columns after the third are ignored.
+            lowercase: lowercase the words before looking them up.
+
+        Returns:
+            dict with "spearman", "pairs" (scored) and "oov" (pairs with an unknown word).
+        """
+        rows = _read_pairs(pairs) if isinstance(pairs, (str, os.PathLike)) else list(pairs)
+        human, model, oov = [], [], 0
+        for first, second, score in rows:
+            if lowercase:
+                first, second = first.lower(), second.lower()
+            if first not in self or second not in self:
+                oov += 1
+                continue
+            human.append(float(score))
+            model.append(self.similarity(first, second))
+        rho = spearman(human, model) if len(human) >= 2 else float("nan")
+        return {"spearman": rho, "pairs": len(human), "oov": oov}
+
+    def evaluate_analogies(self, questions, method="add", restrict=None, lowercase=True):
+        """Accuracy on analogy questions "a b c d" (a : b :: c : d).
+
+        Args:
+            questions: a file path or an iterable of 4-tuples. Files use the Google format
+                (questions-words.txt: ": section" lines then "a b c d" lines, spaces or tabs;
+                BATS-style tab-separated quadruples work too).
+            method: "add" or "mul" (see `analogy`).
+            restrict: answer among the `restrict` most frequent words only (word2vec's 30000
+                convention); questions with a word outside are out of vocabulary.
+
+        Returns:
+            dict with "accuracy", "correct", "questions" (answered), "oov", and "sections"
+            (per-section dicts with the same keys but "sections").
+        """
+        items = _read_analogies(questions) if isinstance(questions, (str, os.PathLike)) else [("", q) for q in questions]
+        limit = len(self) if restrict is None else min(restrict, len(self))
+        known = set(self.words[:limit])
+        sections = {}
+        for section, quad in items:
+            quad = [w.lower() for w in quad] if lowercase else list(quad)
+            stats = sections.setdefault(section, {"correct": 0, "questions": 0, "oov": 0})
+            if any(w not in known for w in quad):
+                stats["oov"] += 1
+                continue
+            a, b, c, d = quad
+            stats["questions"] += 1
+            stats["correct"] += int(self.analogy(a, b, c, method=method, restrict=limit)[0][0] == d)
+        for stats in sections.values():
+            stats["accuracy"] = stats["correct"] / stats["questions"] if stats["questions"] else float("nan")
+        total = {key: sum(s[key] for s in sections.values()) for key in ("correct", "questions", "oov")}
+        total["accuracy"] = total["correct"] / total["questions"] if total["questions"] else float("nan")
+        total["sections"] = sections
+        return total
+
+    # ---------------------------------------------------------------- from a masked LM
+
+    @classmethod
+    def from_masked_lm(cls, model, vocabulary, words=None, lowercase=True):
+        """Static word vectors from a kmlm model's input token-embedding table: a word's
+        vector is the mean of the rows of its WordPiece pieces.
+
+        Args:
+            model: a `MaskedLMModel` or `Encoder` (or a `Run` from `load_run`).
+            vocabulary: its WordPiece vocabulary (token list or file).
+            words: the words to embed; default: every vocabulary token that starts a word
+                (no "##" continuation, no special token).
+            lowercase: the tokenizer setting the model was trained with.
+
+        Words that tokenize to [UNK] only are left out.
+        """
+        from kmlm.pipelines import SPECIAL_TOKENS, make_tokenizer, resolve_vocabulary
+
+        model, vocabulary = _model_and_vocabulary(model, vocabulary)
+        vocabulary = resolve_vocabulary(vocabulary)
+        table = np.asarray(_encoder_of(model).embedding.token_embeddings)
+        if words is None:
+            words = [t for t in vocabulary if t not in SPECIAL_TOKENS and not t.startswith("##") and t.strip()]
+        tokenizer = make_tokenizer(vocabulary, lowercase=lowercase)
+        unk = vocabulary.index("[UNK]")
+        kept, rows = [], []
+        pieces_of_words = [np.asarray(tokenizer.tokenize(word)).tolist() for word in words]
+        for word, pieces in zip(words, pieces_of_words):
+            pieces = [p for p in pieces if p != unk]
+            if pieces and not any(c.isspace() for c in word) and word not in kept:
+                kept.append(word)
+                rows.append(table[pieces].mean(axis=0))
+        if not kept:
+            raise ValueError("none of the words is covered by the vocabulary")
+        return cls(kept, np.stack(rows))
+
+    @classmethod
+    def contextual(cls, model, vocabulary, documents, words=None, lowercase=True, seq_len=128,
+                   batch_size=16, min_count=1, max_documents=None):
+        """Contextual word vectors: a word's vector is the mean, over its occurrences in
+        `documents`, of the encoder's output at its pieces (averaged within the word).
+
+        Args:
+            model: a `MaskedLMModel` or `Encoder` (or a `Run`).
+            vocabulary: its WordPiece vocabulary.
+            documents: an iterable of strings or a tf.data dataset of `tf.string`.
+            words: keep only these words (default: every word seen).
+            seq_len: each document is cut to this many tokens ([CLS] and [SEP] included).
+            min_count: keep words seen at least this many times.
+            max_documents: read at most this many documents.
+
+        Returns:
+            `WordVectors` with occurrence counts, most frequent first.
+        """
+        import tensorflow as tf
+
+        from kmlm.pipelines import make_tokenizer, resolve_vocabulary, special_ids
+
+        model, vocabulary = _model_and_vocabulary(model, vocabulary)
+        vocabulary = resolve_vocabulary(vocabulary)
+        encoder = _encoder_of(model)
+        ids = special_ids(vocabulary)
+        tokenizer = make_tokenizer(vocabulary, lowercase=lowercase)
+        wanted = None if words is None else set(words)
+        sums, counts = {}, {}
+
+        if isinstance(documents, tf.data.Dataset):
+            documents = (d.decode("utf-8", "replace") for d in documents.as_numpy_iterator())
+        batch = []
+
+        def flush():
+            token_ids = np.full((len(batch), seq_len), ids.pad, dtype=np.int32)
+            document_ids = np.zeros_like(token_ids)
+            for row, pieces in enumerate(batch):
+                token_ids[row, : len(pieces)] = pieces
+                document_ids[row, : len(pieces)] = 1
+            hidden = np.asarray(
+                encoder(
+                    {"token_ids": token_ids, "segment_ids": np.zeros_like(token_ids), "document_ids": document_ids},
+                    training=False,
+                )
+            )
+            for row, pieces in enumerate(batch):
+                for word, start, end in _words_of_pieces(pieces, vocabulary, ids):
+                    if wanted is not None and word not in wanted:
+                        continue
+                    vector = hidden[row, start:end].mean(axis=0)
+                    if word in sums:
+                        sums[word] += vector
+                        counts[word] += 1
+                    else:
+                        sums[word], counts[word] = vector.astype(np.float64), 1
+            batch.clear()
+
+        for number, text in enumerate(documents):
+            if max_documents is not None and number >= max_documents:
+                break
+            pieces = np.asarray(tokenizer.tokenize(text)).tolist()[: seq_len - 2]
+            batch.append([ids.cls] + pieces + [ids.sep])
+            if len(batch) == batch_size:
+                flush()
+        if batch:
+            flush()
+        kept = sorted((w for w in sums if counts[w] >= min_count), key=lambda w: (-counts[w], w))
+        if not kept:
+            raise ValueError("no word of the documents was seen often enough; give more documents or lower min_count")
+        return cls(kept, np.stack([sums[w] / counts[w] for w in kept]), counts=[counts[w] for w in kept])
+
+
+def _as_list(items):
+    # One word or one vector, or a list of them.
+    if isinstance(items, str) or (isinstance(items, np.ndarray) and items.ndim == 1):
+        return [items]
+    return list(items)
+
+
+def _words_of_pieces(pieces, vocabulary, ids):
+    """(word, start, end) for the words of a [CLS] ... [SEP] row: a piece starting with "##"
+    continues the word before it; special tokens are not words."""
+    words, start = [], None
+    specials = {ids.pad, ids.unk, ids.cls, ids.sep, ids.mask}
+    for position, piece in enumerate(pieces + [ids.sep]):
+        token = vocabulary[piece]
+        continues = token.startswith("##") and piece not in specials
+        if start is not None and not continues:
+            words.append(("".join(vocabulary[p].removeprefix("##") for p in pieces[start:position]), start, position))
+            start = None
+        if piece in specials:
+            start = None
+        elif not continues:
+            start = position
+    return words
+
+
+def _model_and_vocabulary(model, vocabulary):
+    if hasattr(model, "vocabulary") and hasattr(model, "model"):  # a Run from load_run
+        return model.model, vocabulary if vocabulary is not None else model.vocabulary
+    if vocabulary is None:
+        raise ValueError("give the model's vocabulary (or pass a Run from kmlm.load_run)")
+    return model, vocabulary
+
+
+def _encoder_of(model):
+    encoder = getattr(model, "encoder", model)
+    if not hasattr(encoder, "embedding"):
+        raise ValueError(f"{type(model).__name__} is not a kmlm MaskedLMModel or Encoder")
+    return encoder
+
+
+def spearman(x, y):
+    """Spearman rank correlation (ties get their average rank)."""
+    rx, ry = _ranks(np.asarray(x, dtype=np.float64)), _ranks(np.asarray(y, dtype=np.float64))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denominator = np.sqrt((rx**2).sum() * (ry**2).sum())
+    return float((rx * ry).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def _ranks(values):
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.float64)
+    sorted_values = values[order]
+    start = 0
+    while start < len(values):
+        end = start
+        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2.0 + 1.0
+        start = end + 1
+    return ranks
+
+
+def _read_pairs(path):
+    rows = []
+    with _open_text(path) as f:
+        for line in f:
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            parts = line.replace("\t", " ").replace(",", " ").split()
+            if len(parts) < 3:
+                continue
+            try:
+                rows.append((parts[0], parts[1], float(parts[2])))
+            except ValueError:
+                continue  # a header line
+    if not rows:
+        raise ValueError(f"{path!r} holds no word pairs; expected lines \"word1 word2 score\"")
+    return rows
+
+
+def _read_analogies(path):
+    items, section = [], ""
+    with _open_text(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            if line.startswith(":"):
+                section = line[1:].strip()
+                continue
+            parts = line.split()
+            if len(parts) != 4:
+                raise ValueError(f"{path}:{number}: expected 4 words \"a b c d\", got {line.strip()[:60]!r}")
+            items.append((section, parts))
+    if not items:
+        raise ValueError(f"{path!r} holds no analogy questions")
+    return items
+
+
+def _open_text(path, mode="r"):
+    if str(path).endswith(".gz"):
+        import gzip
+
+        return gzip.open(path, mode + "t", encoding="utf-8", errors="replace" if mode == "r" else "strict")
+    return open(path, mode, encoding="utf-8", errors="replace" if mode == "r" else "strict")
+
+
+def _chain(first, rest):
+    yield from first
+    yield from rest
