@@ -32,6 +32,7 @@ _EXPORTS = {
     "load_run": "kmlm.run_directory",
     "FillMask": "kmlm.fill_mask",
     "evaluate_masked_lm": "kmlm.evaluation",
+    "export_run": "kmlm.export",
 }
 
 __all__ = sorted(_EXPORTS)
