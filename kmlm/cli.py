@@ -81,6 +81,9 @@ def build_parser():
     pre.add_argument("--distribution", choices=("default", "mirrored", "multi-worker", "tpu"), default="default",
                      help="tf.distribute strategy")
     pre.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    pre.add_argument("--init-embeddings", metavar="VECTORS", default=None,
+                     help="initialise the token embeddings from a word2vec/GloVe text file "
+                          "(whole-word tokens; a linear map when sizes differ)")
     pre.add_argument("--out", required=True, help="run directory to write")
     pre.add_argument("--quiet", action="store_true", help="no progress output")
     pre.set_defaults(run=_pretrain)
@@ -166,6 +169,7 @@ def _pretrain(args):
         eval_batches=args.eval_batches,
         log_points=args.log_points,
         distribution=args.distribution,
+        init_embeddings=args.init_embeddings,
         model_overrides={
             key: getattr(args, key)
             for key in ("num_layers", "hidden_dim", "num_heads", "intermediate_dim")

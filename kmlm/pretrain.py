@@ -67,6 +67,7 @@ class PretrainSettings:
     log_points: int = 20
     distribution: str = "default"
     model_overrides: dict = dataclasses.field(default_factory=dict)
+    init_embeddings: str | None = None
 
     def model_config(self, vocabulary_size):
         config = ModelConfig.from_preset(self.preset, vocabulary_size=vocabulary_size, **self.model_overrides)
@@ -104,6 +105,8 @@ class PretrainSettings:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.distribution not in DISTRIBUTIONS:
             raise ValueError(f"unknown distribution {self.distribution!r}; choose one of {', '.join(DISTRIBUTIONS)}")
+        if self.init_embeddings and not os.path.isfile(self.init_embeddings):
+            raise FileNotFoundError(f"--init-embeddings {self.init_embeddings!r} is not a word vectors file")
 
 
 def _strategy(name):
@@ -133,6 +136,8 @@ def _settings_record(settings, model_config, steps_per_epoch, epochs):
     )
     training = {key: getattr(settings, key) for key in training_keys}
     training.update(steps_per_epoch=steps_per_epoch, epochs=epochs, total_steps=steps_per_epoch * epochs)
+    if settings.init_embeddings:
+        training["init_embeddings"] = settings.init_embeddings
     return {"model": model_config.to_dict(), "data": data, "training": training, "kmlm_version": _version()}
 
 
@@ -226,6 +231,11 @@ def pretrain(out, settings=None, verbose=1):
     try:
         with _strategy(settings.distribution).scope():
             model = build_mlm_model(model_config, data["max_predictions"])
+            if settings.init_embeddings:
+                from kmlm.word_vectors import init_token_embeddings
+
+                rows = init_token_embeddings(model, vocabulary, settings.init_embeddings, lowercase=settings.lowercase)
+                _log(verbose, f"initialised {rows} token embeddings from {settings.init_embeddings}")
             compile_for_pretraining(
                 model,
                 learning_rate=settings.learning_rate,

@@ -493,3 +493,78 @@ def _open_text(path, mode="r"):
 def _chain(first, rest):
     yield from first
     yield from rest
+
+
+def embedding_table_from_vectors(vectors, vocabulary, table, lowercase=True):
+    """A token-embedding table whose rows for whole-word tokens hold their word vectors.
+
+    Vocabulary tokens that are words of `vectors` (looked up as written, then lowercased
+    with `lowercase=True`) get that word's vector; special tokens, "##" continuation pieces
+    and words without a vector keep their row of `table`. When the vector size D differs
+    from the table's H, a linear map is fitted by PCA of the vectors: their top H principal
+    axes (D > H), or all D axes followed by zero columns (D < H). Every copied row is then
+    scaled by one factor so that the copied rows have the standard deviation of the rows
+    they replace, which keeps them on the scale of the position and segment embeddings.
+
+    Args:
+        vectors: `WordVectors` (or a path to a vectors file).
+        vocabulary: the WordPiece tokens in id order.
+        table: the current [V, H] table (e.g. the model's random initialisation).
+        lowercase: also look tokens up lowercased.
+
+    Returns:
+        (new_table, rows): the [V, H] float32 table and the ids of the rows set.
+
+    Example:
+    >>> table, rows = embedding_table_from_vectors(WordVectors.load("vectors.txt"), vocab, table)
+    """
+    from kmlm.pipelines import SPECIAL_TOKENS
+
+    if not isinstance(vectors, WordVectors):
+        vectors = WordVectors.load(vectors)
+    table = np.array(table, dtype=np.float32)
+    if table.shape[0] != len(vocabulary):
+        raise ValueError(f"the embedding table has {table.shape[0]} rows for {len(vocabulary)} vocabulary tokens")
+    rows, sources = [], []
+    for token_id, token in enumerate(vocabulary):
+        if token in SPECIAL_TOKENS or token.startswith("##"):
+            continue
+        word = token if token in vectors else token.lower() if lowercase and token.lower() in vectors else None
+        if word is not None:
+            rows.append(token_id)
+            sources.append(vectors.index[word])
+    if not rows:
+        raise ValueError(
+            f"no token of the {len(vocabulary)}-token vocabulary has a word vector among {len(vectors)} words; "
+            "check that the vectors were trained on text in the same language and casing"
+        )
+    mapped = _linear_map(vectors.vectors, table.shape[1])[sources]
+    scale = float(table[rows].std()) / max(float(mapped.std()), 1e-12)
+    table[rows] = mapped * scale
+    return table, np.array(rows, dtype=np.int64)
+
+
+def _linear_map(matrix, dim):
+    """`matrix` [N, D] mapped linearly to [N, dim]: unchanged when D == dim, else onto its
+    principal axes (top `dim` of them, or all D then zero columns)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.shape[1] == dim:
+        return matrix
+    centred = matrix - matrix.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    projected = centred @ axes[:dim].T
+    return np.pad(projected, ((0, 0), (0, dim - projected.shape[1])))
+
+
+def init_token_embeddings(model, vocabulary, vectors, lowercase=True):
+    """Sets a kmlm model's input token-embedding table from word vectors (see
+    `embedding_table_from_vectors`); returns the number of rows set.
+
+    Example:
+    >>> init_token_embeddings(model, vocabulary, "runs/w2v/vectors.txt")
+    2811
+    """
+    embedding = _encoder_of(model).embedding.token_embeddings
+    table, rows = embedding_table_from_vectors(vectors, vocabulary, np.asarray(embedding), lowercase=lowercase)
+    embedding.assign(table.astype(embedding.dtype))
+    return len(rows)

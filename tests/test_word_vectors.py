@@ -10,7 +10,7 @@ import pytest
 from kmlm.config import ModelConfig
 from kmlm.model import build_mlm_model
 from kmlm.pipelines import SPECIAL_TOKENS, make_tokenizer
-from kmlm.word_vectors import WordVectors, spearman
+from kmlm.word_vectors import WordVectors, embedding_table_from_vectors, init_token_embeddings, spearman
 
 WORDS = ["king", "queen", "man", "woman", "apple", "日本"]
 MATRIX = np.array(
@@ -112,6 +112,7 @@ def test_analogy_file_evaluation_by_section(vectors, tmp_path):
         vectors.evaluate_analogies(str(bad))
 
 
+RNG_VECTORS = np.random.default_rng(0)
 VOCABULARY = list(SPECIAL_TOKENS) + ["play", "##ing", "##ed", "the", "cat", "sat", "on", "mat", "."]
 
 
@@ -146,3 +147,71 @@ def test_contextual_vectors_average_the_encoder_over_occurrences(tiny_model):
     hidden = np.asarray(model.encoder({"token_ids": row, "segment_ids": np.zeros_like(row),
                                        "document_ids": np.ones_like(row)}))[0]
     np.testing.assert_allclose(vectors["played"], hidden[3:5].mean(axis=0), rtol=1e-4, atol=1e-5)
+
+
+def test_init_embeddings_put_the_vectors_in_the_right_rows(tiny_model):
+    _, table = tiny_model
+    given = WordVectors(["cat", "mat", "The", "ing", "zebra"], RNG_VECTORS.normal(size=(5, 128)))
+    new, rows = embedding_table_from_vectors(given, VOCABULARY, table)
+    index = {t: i for i, t in enumerate(VOCABULARY)}
+    assert sorted(rows.tolist()) == sorted([index["cat"], index["mat"]])  # "The" is not lowercase in the file
+    scale = new[index["cat"]][0] / given["cat"][0]
+    np.testing.assert_allclose(new[index["cat"]], given["cat"] * scale, rtol=1e-5)
+    np.testing.assert_allclose(new[index["mat"]], given["mat"] * scale, rtol=1e-5)
+    assert new[rows].std() == pytest.approx(table[rows].std(), rel=1e-4)
+    untouched = [i for i in range(len(VOCABULARY)) if i not in rows]  # specials, "##ing", "the", ...
+    np.testing.assert_array_equal(new[untouched], table[untouched])
+    with_the = WordVectors(["the"], np.ones((1, 128)))
+    assert embedding_table_from_vectors(with_the, VOCABULARY, table)[1].tolist() == [index["the"]]
+
+
+def test_init_embeddings_fit_a_linear_map_when_sizes_differ(tiny_model):
+    _, table = tiny_model
+    words = ["play", "the", "cat", "sat", "on", "mat"]
+    for dim in (300, 7):
+        given = WordVectors(words, RNG_VECTORS.normal(size=(6, dim)))
+        new, rows = embedding_table_from_vectors(given, VOCABULARY, table)
+        assert new.shape == table.shape and len(rows) == 6
+        # the new rows are an exact affine function of the given vectors
+        design = np.hstack([given.vectors, np.ones((6, 1))])
+        fitted, *_ = np.linalg.lstsq(design, new[rows], rcond=None)
+        np.testing.assert_allclose(design @ fitted, new[rows], atol=1e-4)
+    with pytest.raises(ValueError, match="no token of the"):
+        embedding_table_from_vectors(WordVectors(["zebra"], np.ones((1, 4))), VOCABULARY, table)
+
+
+def test_init_token_embeddings_assigns_the_model_table():
+    keras.utils.set_random_seed(1)
+    model = build_mlm_model(ModelConfig.from_preset("tiny", vocabulary_size=len(VOCABULARY)))
+    given = WordVectors(["cat", "sat"], RNG_VECTORS.normal(size=(2, 128)))
+    expected, _ = embedding_table_from_vectors(given, VOCABULARY, np.asarray(model.encoder.embedding.token_embeddings))
+    assert init_token_embeddings(model, VOCABULARY, given) == 2
+    np.testing.assert_allclose(np.asarray(model.encoder.embedding.token_embeddings), expected)
+
+
+@pytest.mark.slow
+def test_pretrain_init_embeddings_flag(tmp_path, capsys):
+    from kmlm.cli import main
+    from kmlm.run_directory import load_run
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"the {a} sat on the {b} mat." for a in ("cat", "dog", "fox") for b in ("red", "big"))
+                      * 10 + "\n", encoding="utf-8")
+    words = ["the", "cat", "dog", "mat", "sat"]
+    vectors_path = tmp_path / "vectors.txt"
+    WordVectors(words, RNG_VECTORS.normal(size=(5, 20))).save(str(vectors_path))  # 20 != tiny's 128: a linear map
+    out = tmp_path / "run"
+    argv = ["pretrain", "--corpus", str(corpus), "--out", str(out), "--preset", "tiny", "--steps", "1",
+            "--seq-len", "16", "--batch-size", "2", "--vocab-size", "128", "--learning-rate", "1e-12",
+            "--eval-batches", "0", "--log-points", "1", "--no-jit", "--init-embeddings", str(vectors_path)]
+    assert main(argv) == 0
+    assert "initialised 5 token embeddings" in capsys.readouterr().out
+    run = load_run(str(out))
+    assert run.settings["training"]["init_embeddings"] == str(vectors_path)
+    table = np.asarray(run.model.encoder.embedding.token_embeddings)
+    rows = [run.vocabulary.index(w) for w in words]
+    design = np.hstack([WordVectors.load(str(vectors_path)).vectors, np.ones((5, 1))])
+    fitted, *_ = np.linalg.lstsq(design, table[rows], rcond=None)
+    np.testing.assert_allclose(design @ fitted, table[rows], atol=1e-4)  # one step at lr 1e-12 moves nothing
+    assert main(argv[:-1] + [str(tmp_path / "missing.txt"), "--overwrite"]) == 2
+    assert "is not a word vectors file" in capsys.readouterr().err
