@@ -81,9 +81,6 @@ def build_parser():
     pre.add_argument("--distribution", choices=("default", "mirrored", "multi-worker", "tpu"), default="default",
                      help="tf.distribute strategy")
     pre.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-    pre.add_argument("--init-embeddings", metavar="VECTORS", default=None,
-                     help="initialise the token embeddings from a word2vec/GloVe text file "
-                          "(whole-word tokens; a linear map when sizes differ)")
     pre.add_argument("--out", required=True, help="run directory to write")
     pre.add_argument("--quiet", action="store_true", help="no progress output")
     pre.set_defaults(run=_pretrain)
@@ -169,7 +166,6 @@ def _pretrain(args):
         eval_batches=args.eval_batches,
         log_points=args.log_points,
         distribution=args.distribution,
-        init_embeddings=args.init_embeddings,
         model_overrides={
             key: getattr(args, key)
             for key in ("num_layers", "hidden_dim", "num_heads", "intermediate_dim")
@@ -391,157 +387,6 @@ def _export(args):
         f"{', '.join(sorted(result.ops))} (S={result.seq_len}, max_masks={result.max_masks}, top_k={result.top_k}); "
         f"op audit passed, TF Text ops: {', '.join(text_ops_used(result.ops)) or 'none'}"
     )
-
-
-def _add_word_vector_commands(commands):
-    w2v = commands.add_parser("word2vec", help="train word2vec vectors (skip-gram, CBOW)", formatter_class=_Formatter,
-                              description="Train word2vec (negative sampling or hierarchical softmax) with model.fit; "
-                                          "writes DIR/vectors.txt (word2vec text format), DIR/vocab.txt (word counts) "
-                                          "and DIR/word2vec.json. Words: lowercased, split on non-letters, every CJK "
-                                          "character a word.")
-    w2v.add_argument("--model", choices=("skipgram", "cbow"), default="skipgram", help="architecture")
-    w2v.add_argument("--negatives", type=int, default=5, help="negative samples per example (0 with --hs)")
-    w2v.add_argument("--hs", action="store_true", help="hierarchical softmax instead of negative sampling")
-    w2v.add_argument("--subsample", type=float, default=1e-3, help="frequent-word subsampling threshold t (0: off)")
-    glove = commands.add_parser("glove", help="train GloVe vectors", formatter_class=_Formatter,
-                                description="Count distance-weighted co-occurrences and fit GloVe's weighted "
-                                            "least squares with model.fit; writes DIR/vectors.txt, DIR/vocab.txt and "
-                                            "DIR/glove.json.")
-    glove.add_argument("--x-max", type=float, default=100.0, help="cut-off of the weighting function")
-    glove.add_argument("--alpha", type=float, default=0.75, help="exponent of the weighting function")
-    glove.add_argument("--format", choices=("word2vec", "glove"), default="word2vec",
-                       help="vectors.txt with a \"N D\" header (word2vec) or without (glove)")
-    for sub, window, epochs, batch, rate in ((w2v, 5, 5, 1024, 0.025), (glove, 10, 25, 256, 0.1)):
-        sub.add_argument("--corpus", default=None, help=CORPUS_HELP)
-        sub.add_argument("--one-per-line", action="store_true", help="every non-blank line is a document")
-        sub.add_argument("--out", required=True, help="output directory")
-        sub.add_argument("--dim", type=_positive_int, default=100, help="vector size")
-        sub.add_argument("--window", type=_positive_int, default=window, help="largest word distance")
-        sub.add_argument("--min-count", type=_positive_int, default=5, help="drop words seen fewer times")
-        sub.add_argument("--epochs", type=_positive_int, default=epochs, help="passes over the data")
-        sub.add_argument("--batch-size", type=_positive_int, default=batch, help="examples per step")
-        sub.add_argument("--learning-rate", type=float, default=rate, help="initial learning rate")
-        sub.add_argument("--seed", type=int, default=0, help="seed of initialisation and sampling")
-        sub.add_argument("--quiet", action="store_true", help="no progress output")
-    w2v.set_defaults(run=_word2vec)
-    glove.set_defaults(run=_glove)
-
-    vec = commands.add_parser("vectors", help="query, evaluate and plot word vectors", formatter_class=_Formatter,
-                              description="Load word vectors (word2vec or GloVe text file, or a `kmlm pretrain` run "
-                                          "directory: its input embedding table, a word = the mean of its pieces) and "
-                                          "answer the requested queries.")
-    vec.add_argument("vectors", metavar="VECTORS", help="vectors file, or a run directory")
-    vec.add_argument("--similar", nargs="+", default=[], metavar="WORD", help="print the nearest neighbours of words")
-    vec.add_argument("--analogy", nargs=3, metavar=("A", "B", "C"), help="solve A : B :: C : ?")
-    vec.add_argument("--method", choices=("add", "mul"), default="add", help="analogy method: 3CosAdd or 3CosMul")
-    vec.add_argument("--top-n", type=_positive_int, default=10, help="answers per query")
-    vec.add_argument("--pairs", metavar="FILE", help="word-pair similarity file to score (Spearman)")
-    vec.add_argument("--analogies", metavar="FILE", help="analogy file to score (Google format)")
-    vec.add_argument("--restrict", type=_positive_int, default=None, help="answer analogies among the N most frequent words")
-    vec.add_argument("--projector", metavar="DIR", help="write TensorBoard Embedding Projector files")
-    vec.add_argument("--plot", metavar="PNG", help="write a labelled 2-D scatter plot")
-    vec.add_argument("--plot-words", nargs="+", metavar="WORD", help="words to plot (default: the most frequent)")
-    vec.add_argument("--projection", choices=("pca", "tsne"), default="pca", help="projection of the plot")
-    vec.add_argument("--limit", type=_positive_int, default=None, help="use only the first N words")
-    vec.add_argument("--json", action="store_true", help="print the results as JSON")
-    vec.set_defaults(run=_vectors)
-
-
-def _word2vec(args):
-    from kmlm.pipelines import load_documents
-    from kmlm.word2vec import Word2VecSettings, save_word2vec_run, train_word2vec
-
-    settings = Word2VecSettings(
-        model=args.model, dim=args.dim, window=args.window, negatives=args.negatives, hierarchical_softmax=args.hs,
-        min_count=args.min_count, subsample=args.subsample, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, seed=args.seed,
-    )
-    settings.validate()
-    documents = load_documents(args.corpus, one_per_line=args.one_per_line)
-    start = time.time()
-    result = train_word2vec(documents, settings, verbose=0 if args.quiet else 1)
-    save_word2vec_run(args.out, result, settings, corpus=args.corpus)
-    rates = sorted(result.words_per_second)
-    print(f"{len(result.vectors)} word vectors of dim {args.dim} in {args.out}/vectors.txt; "
-          f"{rates[len(rates) // 2]:,.0f} words/s (median epoch); {time.time() - start:.1f}s")
-
-
-def _glove(args):
-    from kmlm.glove import GloveSettings, save_glove_run, train_glove
-    from kmlm.pipelines import load_documents
-
-    settings = GloveSettings(
-        dim=args.dim, window=args.window, min_count=args.min_count, x_max=args.x_max, alpha=args.alpha,
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
-    )
-    settings.validate()
-    documents = load_documents(args.corpus, one_per_line=args.one_per_line)
-    start = time.time()
-    result = train_glove(documents, settings, verbose=0 if args.quiet else 1)
-    save_glove_run(args.out, result, settings, corpus=args.corpus, format=args.format)
-    print(f"{len(result.vectors)} word vectors of dim {args.dim} from {result.pairs:,} co-occurrences in "
-          f"{args.out}/vectors.txt; final loss {result.history['loss'][-1]:.4f}; {time.time() - start:.1f}s")
-
-
-def _vectors(args):
-    from kmlm.word_vectors import WordVectors
-
-    if os.path.isdir(args.vectors):
-        from kmlm.run_directory import load_run
-
-        run = load_run(args.vectors)
-        vectors = WordVectors.from_masked_lm(run, None, lowercase=run.data.get("lowercase", True))
-        if args.limit:
-            vectors = WordVectors(vectors.words[: args.limit], vectors.vectors[: args.limit])
-    else:
-        vectors = WordVectors.load(args.vectors, limit=args.limit)
-    results = {"words": len(vectors), "dim": vectors.dim}
-    for word in args.similar:
-        if word not in vectors:
-            raise ValueError(f"word {word!r} is not in the vocabulary of {args.vectors}")
-        results.setdefault("similar", {})[word] = vectors.most_similar(word, top_n=args.top_n)
-    if args.analogy:
-        for word in args.analogy:
-            if word not in vectors:
-                raise ValueError(f"word {word!r} is not in the vocabulary of {args.vectors}")
-        results["analogy"] = vectors.analogy(*args.analogy, method=args.method, top_n=args.top_n)
-    if args.pairs:
-        results["pairs"] = vectors.evaluate_word_pairs(args.pairs)
-    if args.analogies:
-        results["analogies"] = vectors.evaluate_analogies(args.analogies, method=args.method, restrict=args.restrict)
-    if args.projector:
-        from kmlm.projector import export_projector
-
-        results["projector"] = {"dir": args.projector, "words": export_projector(vectors, args.projector)}
-    if args.plot:
-        from kmlm.projector import plot_projection
-
-        plotted = plot_projection(vectors, args.plot, words=args.plot_words, method=args.projection)
-        results["plot"] = {"path": args.plot, "words": len(plotted)}
-    if args.json:
-        print(json.dumps(results, indent=2, ensure_ascii=False))
-        return
-    print(f"{results['words']} words, dim {results['dim']}")
-    for word, neighbours in results.get("similar", {}).items():
-        print(f"{word}: " + ", ".join(f"{w} ({s:.3f})" for w, s in neighbours))
-    if "analogy" in results:
-        a, b, c = args.analogy
-        print(f"{a} : {b} :: {c} : " + ", ".join(f"{w} ({s:.3f})" for w, s in results["analogy"]))
-    if "pairs" in results:
-        p = results["pairs"]
-        print(f"word pairs: Spearman {p['spearman']:.4f} on {p['pairs']} pairs ({p['oov']} out of vocabulary)")
-    if "analogies" in results:
-        a = results["analogies"]
-        print(f"analogies ({args.method}): accuracy {a['accuracy']:.4f} ({a['correct']}/{a['questions']}, "
-              f"{a['oov']} out of vocabulary)")
-        for name, section in a["sections"].items():
-            if name:
-                print(f"  {name}: {section['accuracy']:.4f} ({section['correct']}/{section['questions']})")
-    if "projector" in results:
-        print(f"projector files for {results['projector']['words']} words in {args.projector} "
-              f"(tensorboard --logdir {args.projector})")
-    if "plot" in results:
-        print(f"plotted {results['plot']['words']} words to {args.plot}")
 
 
 def _import_tensorflow_quietly():
