@@ -81,6 +81,9 @@ def build_parser():
     pre.add_argument("--distribution", choices=("default", "mirrored", "multi-worker", "tpu"), default="default",
                      help="tf.distribute strategy")
     pre.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    pre.add_argument("--init-embeddings", metavar="VECTORS", default=None,
+                     help="initialise the token embeddings from a word2vec/GloVe text file "
+                          "(whole-word tokens; a linear map when sizes differ)")
     pre.add_argument("--out", required=True, help="run directory to write")
     pre.add_argument("--quiet", action="store_true", help="no progress output")
     pre.set_defaults(run=_pretrain)
@@ -166,6 +169,7 @@ def _pretrain(args):
         eval_batches=args.eval_batches,
         log_points=args.log_points,
         distribution=args.distribution,
+        init_embeddings=args.init_embeddings,
         model_overrides={
             key: getattr(args, key)
             for key in ("num_layers", "hidden_dim", "num_heads", "intermediate_dim")
@@ -221,6 +225,21 @@ def _fill_mask(args):
         for number, mask in enumerate(output["masks"], 1):
             guesses = ", ".join(f"{p['token']} ({p['score']:.3f})" for p in mask["predictions"])
             print(f"  [MASK] {number}: {guesses}")
+
+
+def _export(args):
+    from kmlm.export import export_run
+    from kmlm.export_audit import text_ops_used
+
+    print(f"exporting {args.run_dir} to {args.out} ...", flush=True)
+    start = time.time()
+    result = export_run(args.run_dir, args.out, version=args.version, seq_len=args.seq_len, top_k=args.top_k,
+                        max_masks=args.max_masks, model_name=args.model_name)
+    print(
+        f"wrote version {result.version} to {result.path} in {time.time() - start:.1f}s: signatures "
+        f"{', '.join(sorted(result.ops))} (S={result.seq_len}, max_masks={result.max_masks}, top_k={result.top_k}); "
+        f"op audit passed, TF Text ops: {', '.join(text_ops_used(result.ops)) or 'none'}"
+    )
 
 
 def _add_word_vector_commands(commands):
@@ -372,21 +391,6 @@ def _vectors(args):
               f"(tensorboard --logdir {args.projector})")
     if "plot" in results:
         print(f"plotted {results['plot']['words']} words to {args.plot}")
-
-
-def _export(args):
-    from kmlm.export import export_run
-    from kmlm.export_audit import text_ops_used
-
-    print(f"exporting {args.run_dir} to {args.out} ...", flush=True)
-    start = time.time()
-    result = export_run(args.run_dir, args.out, version=args.version, seq_len=args.seq_len, top_k=args.top_k,
-                        max_masks=args.max_masks, model_name=args.model_name)
-    print(
-        f"wrote version {result.version} to {result.path} in {time.time() - start:.1f}s: signatures "
-        f"{', '.join(sorted(result.ops))} (S={result.seq_len}, max_masks={result.max_masks}, top_k={result.top_k}); "
-        f"op audit passed, TF Text ops: {', '.join(text_ops_used(result.ops)) or 'none'}"
-    )
 
 
 def _import_tensorflow_quietly():
