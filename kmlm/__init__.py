@@ -32,6 +32,11 @@ _EXPORTS = {
     "load_run": "kmlm.run_directory",
     "FillMask": "kmlm.fill_mask",
     "evaluate_masked_lm": "kmlm.evaluation",
+    "WordVectors": "kmlm.word_vectors",
+    "Word2VecSettings": "kmlm.word2vec",
+    "train_word2vec": "kmlm.word2vec",
+    "GloveSettings": "kmlm.glove",
+    "train_glove": "kmlm.glove",
     "export_run": "kmlm.export",
 }
 

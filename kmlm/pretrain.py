@@ -224,6 +224,9 @@ def pretrain(out, settings=None, verbose=1):
         # A few fixed held-out batches, cached: every epoch sees the same masks, cheaply.
         val_ds = eval_dataset(data, vocabulary).take(settings.eval_batches).cache()
         val_steps = sum(1 for _ in val_ds)
+        # Repeated with exactly val_steps per epoch: Keras may keep one validation iterator
+        # across epochs (and under tf.distribute a finite one raises at its end).
+        val_ds = val_ds.repeat()
 
     keras.utils.set_random_seed(settings.seed)
     previous_policy = keras.config.dtype_policy()

@@ -227,3 +227,15 @@ def test_rerunning_after_a_kill_resumes(tmp_path):
     resumed_at = epochs[len(epochs_before)]
     assert 0 < resumed_at <= epochs_before[-1] + 1  # continued, did not start over
     assert epochs[-1] == 39 and (out / "model.keras").exists() and not (out / "backup").exists()
+
+
+@pytest.mark.slow
+def test_pretrain_under_a_mirrored_strategy(tmp_path, capsys):
+    corpus = _write_corpus(tmp_path / "corpus.txt", ENGLISH)
+    out = tmp_path / "run"
+    code, _, err = _run(["pretrain", "--corpus", corpus, "--steps", "4", "--out", str(out), "--quiet",
+                         "--distribution", "mirrored", *TINY[:-2], "--log-points", "2"], capsys)
+    assert code == 0, err
+    rows = (out / "metrics.csv").read_text().strip().splitlines()
+    assert "val_loss" in rows[0] and len(rows) == 3
+    assert (out / "model.keras").exists()
