@@ -17,8 +17,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import time
 import warnings
 
@@ -26,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kmlm.word2vec import COUNTS_FILE, VECTORS_FILE, build_vocabulary, count_words, split_words
+from kmlm.word2vec import build_vocabulary, count_words, split_words, write_vectors_directory
 from kmlm.word_vectors import WordVectors
 
 SETTINGS_FILE = "glove.json"
@@ -225,15 +223,5 @@ def train_glove(documents: tf.data.Dataset, settings: GloveSettings | None = Non
 def save_glove_run(out, result: GloveResult, settings: GloveSettings, corpus=None, format="word2vec"):
     """Writes `vectors.txt` (word2vec text format, or GloVe's with format="glove"),
     `vocab.txt` ("word count" lines) and `glove.json` (settings and losses) into `out`."""
-    os.makedirs(out, exist_ok=True)
-    result.vectors.save(os.path.join(out, VECTORS_FILE), format=format)
-    result.vectors.save_counts(os.path.join(out, COUNTS_FILE))
-    record = {
-        "corpus": corpus,
-        "settings": dataclasses.asdict(settings),
-        "vocabulary_size": len(result.vectors),
-        "cooccurrences": result.pairs,
-        "loss": result.history.get("loss", []),
-    }
-    with open(os.path.join(out, SETTINGS_FILE), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2)
+    record = {"cooccurrences": result.pairs, "loss": result.history.get("loss", [])}
+    write_vectors_directory(out, result.vectors, SETTINGS_FILE, settings, corpus, record, format=format)

@@ -474,15 +474,16 @@ def train_word2vec(documents: tf.data.Dataset, settings: Word2VecSettings | None
 def save_word2vec_run(out: str, result: Word2VecResult, settings: Word2VecSettings, corpus: str | None = None):
     """Writes `vectors.txt` (word2vec text format), `vocab.txt` ("word count" lines, most
     frequent first) and `word2vec.json` (settings and throughput) into `out`."""
+    record = {"words_per_second": result.words_per_second, "loss": result.history.get("loss", [])}
+    write_vectors_directory(out, result.vectors, SETTINGS_FILE, settings, corpus, record)
+
+
+def write_vectors_directory(out, vectors, record_file, settings, corpus, extra, format="word2vec"):
+    """The output folder of a vector trainer: `vectors.txt`, `vocab.txt` and a JSON record
+    of the corpus, settings and vocabulary size plus `extra`."""
     os.makedirs(out, exist_ok=True)
-    result.vectors.save(os.path.join(out, VECTORS_FILE))
-    result.vectors.save_counts(os.path.join(out, COUNTS_FILE))
-    record = {
-        "corpus": corpus,
-        "settings": dataclasses.asdict(settings),
-        "vocabulary_size": len(result.vectors),
-        "words_per_second": result.words_per_second,
-        "loss": result.history.get("loss", []),
-    }
-    with open(os.path.join(out, SETTINGS_FILE), "w", encoding="utf-8") as f:
+    vectors.save(os.path.join(out, VECTORS_FILE), format=format)
+    vectors.save_counts(os.path.join(out, COUNTS_FILE))
+    record = {"corpus": corpus, "settings": dataclasses.asdict(settings), "vocabulary_size": len(vectors), **extra}
+    with open(os.path.join(out, record_file), "w", encoding="utf-8") as f:
         json.dump(record, f, indent=2)
