@@ -2,6 +2,7 @@
 kmlm masked language model."""
 
 import gzip
+import json
 
 import keras
 import numpy as np
@@ -213,5 +214,9 @@ def test_pretrain_init_embeddings_flag(tmp_path, capsys):
     design = np.hstack([WordVectors.load(str(vectors_path)).vectors, np.ones((5, 1))])
     fitted, *_ = np.linalg.lstsq(design, table[rows], rcond=None)
     np.testing.assert_allclose(design @ fitted, table[rows], atol=1e-4)  # one step at lr 1e-12 moves nothing
+    assert main(["vectors", str(out), "--similar", "cat", "--top-n", "3", "--json"]) == 0  # a run directory
+    answer = json.loads(capsys.readouterr().out)
+    static = WordVectors.from_masked_lm(run, None)
+    assert [w for w, _ in answer["similar"]["cat"]] == [w for w, _ in static.most_similar("cat", top_n=3)]
     assert main(argv[:-1] + [str(tmp_path / "missing.txt"), "--overwrite"]) == 2
     assert "is not a word vectors file" in capsys.readouterr().err
