@@ -32,15 +32,15 @@ import uuid
 
 import numpy as np
 import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
 
 from kmlm.export_audit import audit_saved_model
 from kmlm.pipelines import SPECIAL_TOKENS, make_tokenizer, max_predictions_for, special_ids
+from kmlm.serving_client import grpc_predict_request
 
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 TEMP_PREFIX = ".kmlm-export-"
-SIGNATURES = ("serving_default", "fill_mask", "encode")
-ID_INPUTS = ("token_ids", "segment_ids", "document_ids", "mask_positions")
 WARMUP_TEXT = "the [MASK] of a [MASK] ."
 
 
@@ -115,6 +115,20 @@ class ServingModule(tf.Module):
             "encode": self.encode.get_concrete_function(),
         }
 
+    def warmup_requests(self):
+        """One request per signature, as (signature name, {input name: array}) pairs; the
+        `serving_default` one is [CLS] [MASK] [SEP] with its [MASK] predicted."""
+        token_ids = np.full([1, self._seq_len], self._ids.pad, np.int32)
+        token_ids[0, :3] = [self._ids.cls, self._ids.mask, self._ids.sep]
+        document_ids = np.zeros([1, self._seq_len], np.int32)
+        document_ids[0, :3] = 1
+        mask_positions = np.zeros([1, self._max_masks], np.int32)
+        mask_positions[0, 0] = 1
+        ids = {"token_ids": token_ids, "segment_ids": np.zeros_like(token_ids), "document_ids": document_ids,
+               "mask_positions": mask_positions}
+        text = {"text": np.array([WARMUP_TEXT], object)}
+        return [("serving_default", ids), ("fill_mask", text), ("encode", text)]
+
     def _predict_top_k(self, features):
         logits = self._keras.model(features, training=False)
         scores = tf.nn.softmax(tf.cast(logits, tf.float32) + self._never_predicted, axis=-1)
@@ -136,7 +150,7 @@ class ServingModule(tf.Module):
             tf.debugging.assert_less_equal(
                 pieces.row_lengths() + 2,
                 tf.cast(self._seq_len, pieces.row_splits.dtype),
-                message=f"a text is longer than this export's seq_len={self._seq_len} tokens "
+                message=f"a text is longer than the seq_len={self._seq_len} tokens of this export "
                 "([CLS] and [SEP] included); shorten it or export with a larger --seq-len",
             )
         rows = tf.shape(text)[0]
@@ -155,7 +169,7 @@ class ServingModule(tf.Module):
         tf.debugging.assert_less_equal(
             mask_count,
             self._max_masks,
-            message=f"a text has more [MASK] tokens than this export's max_masks={self._max_masks}; "
+            message=f"a text has more [MASK] tokens than the max_masks={self._max_masks} of this export; "
             "split it or export with a larger --max-masks",
         )
         # Positions of the [MASK] tokens, left-aligned in M slots; empty slots point at 0.
@@ -230,23 +244,6 @@ def _version_exists_error(base_dir, version):
     )
 
 
-def _example_ids(module):
-    """One `serving_default` request: [CLS] [MASK] [SEP] with the [MASK] predicted."""
-    ids = special_ids(module._vocabulary)
-    token_ids = np.full([1, module._seq_len], ids.pad, np.int32)
-    token_ids[0, :3] = [ids.cls, ids.mask, ids.sep]
-    document_ids = np.zeros([1, module._seq_len], np.int32)
-    document_ids[0, :3] = 1
-    mask_positions = np.zeros([1, module._max_masks], np.int32)
-    mask_positions[0, 0] = 1
-    return {
-        "token_ids": token_ids,
-        "segment_ids": np.zeros_like(token_ids),
-        "document_ids": document_ids,
-        "mask_positions": mask_positions,
-    }
-
-
 def write_warmup_requests(path, requests, model_name):
     """Writes `path/assets.extra/tf_serving_warmup_requests`: one PredictionLog per request.
 
@@ -255,9 +252,6 @@ def write_warmup_requests(path, requests, model_name):
         requests: (signature name, {input name: array}) pairs.
         model_name: the model name TF Serving serves the export under.
     """
-    from kmlm.serving_client import grpc_predict_request
-    from tensorflow_serving.apis import prediction_log_pb2
-
     os.makedirs(os.path.join(path, WARMUP_DIR), exist_ok=True)
     with tf.io.TFRecordWriter(os.path.join(path, WARMUP_DIR, WARMUP_FILE)) as writer:
         for signature, inputs in requests:
@@ -325,15 +319,8 @@ def export_run(run_dir, base_dir, version=None, seq_len=None, top_k=5, max_masks
     try:
         tf.saved_model.save(module, temp, signatures=module.signatures())
         ops = audit_saved_model(temp)
-        write_warmup_requests(
-            temp,
-            [
-                ("serving_default", _example_ids(module)),
-                ("fill_mask", {"text": np.array([WARMUP_TEXT], object)}),
-                ("encode", {"text": np.array([WARMUP_TEXT], object)}),
-            ],
-            model_name or os.path.basename(os.path.normpath(os.path.abspath(base_dir))),
-        )
+        write_warmup_requests(temp, module.warmup_requests(),
+                              model_name or os.path.basename(os.path.normpath(os.path.abspath(base_dir))))
         if os.path.exists(final):  # another export took this number meanwhile
             raise _version_exists_error(base_dir, version)
         os.rename(temp, final)

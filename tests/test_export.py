@@ -208,6 +208,24 @@ def test_encode_matches_the_keras_encoder(exports, loader):
             np.testing.assert_allclose(served["cls_embedding"][row], sequence[0], rtol=1e-4, atol=1e-5)
 
 
+def test_fill_mask_refuses_what_it_cannot_answer_and_encode_truncates(exports):
+    run = exports["runs"]["en"]
+    loaded = tf.saved_model.load(exports["paths"]["en"])
+    long_text = " ".join(["the cat jumped over the fence"] * 8) + " [MASK]"
+    with pytest.raises(tf.errors.InvalidArgumentError, match="longer than the seq_len=32 tokens of this export"):
+        loaded.signatures["fill_mask"](text=tf.constant([long_text]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more \\[MASK\\] tokens than the max_masks=8 of this export"):
+        loaded.signatures["fill_mask"](text=tf.constant([" ".join(["[MASK]"] * 9)]))
+    pooled = loaded.signatures["encode"](text=tf.constant([long_text]))["pooled_embedding"].numpy()[0]
+    ids = special_ids(run.vocabulary)
+    pieces = [int(i) for i in make_tokenizer(run.vocabulary).tokenize(long_text)]
+    tokens = [ids.cls] + pieces[:30] + [ids.sep]  # the first S - 2 pieces
+    features = {"token_ids": tf.constant([tokens]), "segment_ids": tf.zeros([1, 32], tf.int32),
+                "document_ids": tf.ones([1, 32], tf.int32)}
+    expected = run.model.encoder(features, training=False).numpy()[0].mean(0)
+    np.testing.assert_allclose(pooled, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_warmup_records_replay_through_the_session(exports):
     results = exports["results"]
     for tag in ("en", "zh"):
