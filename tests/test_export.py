@@ -21,8 +21,8 @@ from tests.test_cli import CHINESE, ENGLISH
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--vocab-size", "300", "--log-points", "2",
-        "--steps", "12", "--eval-batches", "1", "--no-jit", "--quiet"]
+TINY = ["--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--vocab-size", "300", "--log-points", "1",
+        "--steps", "12", "--eval-batches", "0", "--no-jit", "--quiet"]
 TOP_K = 4
 TEXTS = {
     "en": ["The cat jumped over the [MASK].", "a [MASK] and a [MASK]", "THE DOG [MASK] OVER THE WALL", "no mask here"],
