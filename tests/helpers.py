@@ -38,3 +38,9 @@ def assert_save_load_identical(model, x, tmp_path):
     loaded = keras.saving.load_model(path, safe_mode=True)
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(loaded(x)))
     return loaded
+
+
+def write_corpus(path, documents):
+    """Writes documents as a kmlm text corpus (blank line between documents); returns the path."""
+    path.write_text("\n\n".join(documents) + "\n", encoding="utf-8")
+    return str(path)

@@ -11,6 +11,7 @@ import pytest
 
 from kmlm.cli import main
 from kmlm.pipelines import SPECIAL_TOKENS
+from tests.helpers import write_corpus
 
 TINY = ["--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--vocab-size", "300", "--log-points", "4"]
 ENGLISH = [
@@ -28,11 +29,6 @@ CHINESE = [
 ]
 
 
-def _write_corpus(path, documents):
-    path.write_text("\n\n".join(documents) + "\n", encoding="utf-8")
-    return str(path)
-
-
 def _run(argv, capsys):
     code = main(argv)
     captured = capsys.readouterr()
@@ -42,7 +38,7 @@ def _run(argv, capsys):
 @pytest.fixture(scope="module")
 def english_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("english")
-    corpus = _write_corpus(base / "corpus.txt", ENGLISH)
+    corpus = write_corpus(base / "corpus.txt", ENGLISH)
     out = str(base / "run")
     assert main(["pretrain", "--corpus", corpus, "--steps", "40", "--out", out, "--quiet", *TINY]) == 0
     return out, corpus
@@ -100,7 +96,7 @@ def test_fill_mask_prints_top_k_predictions(english_run, capsys):
 
 @pytest.mark.slow
 def test_chinese_corpus_end_to_end(tmp_path, capsys):
-    corpus = _write_corpus(tmp_path / "zh.txt", CHINESE)
+    corpus = write_corpus(tmp_path / "zh.txt", CHINESE)
     out = str(tmp_path / "run")
     code, _, _ = _run(["pretrain", "--corpus", corpus, "--steps", "12", "--out", out, "--quiet", *TINY], capsys)
     assert code == 0
@@ -115,7 +111,7 @@ def test_chinese_corpus_end_to_end(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_vocab_command(tmp_path, capsys):
-    corpus = _write_corpus(tmp_path / "c.txt", ENGLISH)
+    corpus = write_corpus(tmp_path / "c.txt", ENGLISH)
     out = str(tmp_path / "vocab.txt")
     code, stdout, _ = _run(["vocab", "--corpus", corpus, "--size", "200", "--out", out], capsys)
     assert code == 0 and "tokens to" in stdout
@@ -201,7 +197,7 @@ def test_every_command_has_help():
 
 @pytest.mark.slow
 def test_rerunning_after_a_kill_resumes(tmp_path):
-    corpus = _write_corpus(tmp_path / "corpus.txt", ENGLISH * 4)
+    corpus = write_corpus(tmp_path / "corpus.txt", ENGLISH * 4)
     out = tmp_path / "run"
     command = [sys.executable, "-m", "kmlm", "pretrain", "--corpus", corpus, "--out", str(out), "--steps", "400",
                "--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--vocab-size", "300",
@@ -231,7 +227,7 @@ def test_rerunning_after_a_kill_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_pretrain_under_a_mirrored_strategy(tmp_path, capsys):
-    corpus = _write_corpus(tmp_path / "corpus.txt", ENGLISH)
+    corpus = write_corpus(tmp_path / "corpus.txt", ENGLISH)
     out = tmp_path / "run"
     code, _, err = _run(["pretrain", "--corpus", corpus, "--steps", "4", "--out", str(out), "--quiet",
                          "--distribution", "mirrored", *TINY[:-2], "--log-points", "2"], capsys)

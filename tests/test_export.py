@@ -17,6 +17,7 @@ from kmlm.export_audit import OpAuditError, audit_saved_model, read_meta_graph, 
 from kmlm.fill_mask import FillMask
 from kmlm.pipelines import SPECIAL_TOKENS, make_tokenizer, special_ids
 from kmlm.run_directory import load_run
+from tests.helpers import write_corpus
 from tests.test_cli import CHINESE, ENGLISH
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,7 @@ SERVE_EXPORT = os.path.join(os.path.dirname(__file__), "serve_export.py")
 
 def _train(base, name, documents):
     corpus = base / f"{name}.txt"
-    corpus.write_text("\n\n".join(documents) + "\n", encoding="utf-8")
+    write_corpus(corpus, documents)
     out = str(base / f"run_{name}")
     assert main(["pretrain", "--corpus", str(corpus), "--out", out, *TINY]) == 0
     return out

@@ -10,6 +10,7 @@ import tensorflow as tf
 from kmlm.cli import main
 from kmlm.glove import GloveSettings, cooccurrence_counts, glove_weights, train_glove
 from kmlm.word_vectors import WordVectors
+from tests.helpers import write_corpus
 from tests.word_vector_corpora import neighbour_purity, planted_groups
 
 TEXTS = ["The cat sat on the mat, the end.", "A dog; the cat!", "cat"]
@@ -57,7 +58,7 @@ def test_training_lowers_the_loss_and_recovers_planted_groups():
 
 def test_cli_writes_glove_text(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(planted_groups(300)) + "\n", encoding="utf-8")
+    write_corpus(corpus, planted_groups(300))
     out = tmp_path / "glove"
     code = main(["glove", "--corpus", str(corpus), "--out", str(out), "--dim", "8", "--epochs", "2",
                  "--min-count", "1", "--format", "glove", "--quiet"])

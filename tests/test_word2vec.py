@@ -21,6 +21,7 @@ from kmlm.word2vec import (
     word2vec_examples,
 )
 from kmlm.word_vectors import WordVectors
+from tests.helpers import write_corpus
 from tests.word_vector_corpora import GROUPS, neighbour_purity, planted_analogy, planted_groups
 
 FAST = dict(dim=32, window=3, min_count=1, batch_size=256, table_size=100_000)
@@ -147,7 +148,7 @@ def test_training_solves_the_planted_analogy():
 
 def test_cli_writes_vectors_and_counts(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(planted_groups(600)) + "\n", encoding="utf-8")
+    write_corpus(corpus, planted_groups(600))
     out = tmp_path / "w2v"
     code = main(["word2vec", "--corpus", str(corpus), "--out", str(out), "--dim", "16", "--epochs", "2",
                  "--min-count", "2", "--batch-size", "256", "--quiet"])
