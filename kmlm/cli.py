@@ -1,6 +1,7 @@
 """The `kmlm` command line: vocab, pretrain, evaluate, fill-mask, export."""
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -15,6 +16,14 @@ CORPUS_HELP = (
     "text corpus: a file, directory or glob of UTF-8 .txt/.gz files (documents separated by "
     "blank lines), tfds:NAME[/CONFIG][:SPLIT][:FEATURE], or builtin:python-docs "
     "(default: builtin:python-docs, offline)"
+)
+
+
+# Modules that add their own subcommands: each has `add_commands(commands, formatter_class)`
+# and imports TensorFlow only inside the command functions, so `kmlm --help` stays fast.
+COMMAND_MODULES = (
+    "kmlm.tasks.commands",
+    "kmlm.bert_commands",
 )
 
 
@@ -123,6 +132,8 @@ def build_parser():
     ex.add_argument("--model-name", default=None, help="model name in the warmup requests (default: BASE_DIR's name)")
     ex.set_defaults(run=_export)
     _add_word_vector_commands(commands)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_commands(commands, _Formatter)
     return parser
 
 
