@@ -54,6 +54,16 @@ class Run:
     def data(self):
         return self.settings.get("data", {})
 
+    @property
+    def encoder(self):
+        """The `Encoder` of the run (shared with `model`), for fine-tuning and embeddings."""
+        return self.model.encoder
+
+    @property
+    def pooler_weights(self):
+        """(kernel [H, H], bias [H]) of a pretrained [CLS] pooler, or None when the run has none."""
+        return None
+
 
 def write_settings(path, settings):
     """Writes config.json atomically (temporary file, then rename)."""
