@@ -204,6 +204,7 @@ def _evaluate(args):
     from kmlm.run_directory import load_run
 
     run = load_run(args.run_dir)
+    run.require_masked_lm_head("evaluate")
     dataset = eval_dataset(run.data, run.vocabulary, corpus=args.corpus)
     metrics = evaluate_masked_lm(run.model, dataset, max_batches=args.max_batches, verbose=0 if args.json else 1)
     if args.json:
@@ -221,6 +222,7 @@ def _fill_mask(args):
     from kmlm.run_directory import load_run
 
     run = load_run(args.run_dir)
+    run.require_masked_lm_head("fill-mask")
     predictor = FillMask(run.model, run.vocabulary, lowercase=run.data.get("lowercase", True),
                          max_length=run.model_config.max_position)
     outputs = []

@@ -9,6 +9,8 @@ RUN_DIR/backup/         BackupAndRestore state while a run is unfinished
 RUN_DIR/metrics.csv     per-epoch training and held-out metrics
 RUN_DIR/logs/           TensorBoard logs
 RUN_DIR/curves.png      loss / accuracy curves
+RUN_DIR/pooler.safetensors  [CLS] pooler and next-sentence/sentence-order classifier, when the
+                        run has them (converted checkpoints, `--objective mlm+nsp|mlm+sop`)
 ```
 """
 
@@ -30,6 +32,7 @@ BACKUP_DIR = "backup"
 METRICS_FILE = "metrics.csv"
 LOG_DIR = "logs"
 CURVES_FILE = "curves.png"
+POOLER_FILE = "pooler.safetensors"
 
 
 @dataclasses.dataclass
@@ -62,7 +65,44 @@ class Run:
     @property
     def pooler_weights(self):
         """(kernel [H, H], bias [H]) of a pretrained [CLS] pooler, or None when the run has none."""
-        return None
+        heads = load_sentence_heads(self.path)
+        if "pooler/kernel" not in heads:
+            return None
+        return heads["pooler/kernel"], heads["pooler/bias"]
+
+    @property
+    def has_masked_lm_head(self):
+        """False for a converted checkpoint that had no MLM head (its head is untrained)."""
+        return bool(self.settings.get("heads", {}).get("masked_lm", True))
+
+    def require_masked_lm_head(self, command):
+        """Raises a one-line ValueError when `command` needs an MLM head the run lacks."""
+        if not self.has_masked_lm_head:
+            raise ValueError(
+                f"{self.path!r} has no trained masked-LM head (its checkpoint had none), so `kmlm {command}` "
+                "cannot use it; convert a checkpoint with an MLM head (BertForMaskedLM, BertForPreTraining)"
+            )
+
+
+def save_sentence_heads(path, tensors):
+    """Writes the pooler / next-sentence tensors (name -> float32 array) to pooler.safetensors."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    target = os.path.join(path, POOLER_FILE)
+    save_file({name: np.ascontiguousarray(value, np.float32) for name, value in tensors.items()}, target + ".tmp")
+    os.replace(target + ".tmp", target)
+
+
+def load_sentence_heads(path):
+    """The tensors of pooler.safetensors (`pooler/kernel`, `pooler/bias`, `next_sentence/kernel`,
+    `next_sentence/bias` when present), or {} when the run has none."""
+    target = os.path.join(path, POOLER_FILE)
+    if not os.path.isfile(target):
+        return {}
+    from safetensors.numpy import load_file
+
+    return load_file(target)
 
 
 def write_settings(path, settings):

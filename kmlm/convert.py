@@ -1,0 +1,370 @@
+"""Import a Hugging Face BERT checkpoint (config.json, model.safetensors, vocab.txt) as a
+kmlm run directory.
+
+The mapping is exact: BERT is post-LN with learned position and segment embeddings, which is
+kmlm's default architecture. Query/key/value kernels are fused into kmlm's one [H, 3H]
+projection, PyTorch's [out, in] linear weights are transposed, and the MLM decoder stays tied
+to the token embedding. Weights are read with `safetensors` only (never pickled `.bin`
+files).
+
+```
+kmlm convert HF_DIR --out RUN_DIR
+```
+
+writes `config.json`, `vocab.txt`, `model.keras` and, when the checkpoint has a pooler,
+`pooler.safetensors` (the pooler and any next-sentence classifier). A checkpoint without an
+MLM head (a plain `BertModel`) still gets a loadable `MaskedLMModel`, but its head is
+untrained and config.json says so: `fill-mask`, `evaluate`, `score` and `generate` refuse it.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from kmlm import run_directory as rd
+from kmlm.config import ModelConfig
+
+# Hugging Face `hidden_act` values and the kmlm activation computing the same function.
+ACTIVATION_NAMES = {
+    "gelu": "gelu",
+    "gelu_python": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "relu": "relu",
+}
+SUPPORTED_MODEL_TYPES = ("bert",)
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+# Prefixes under which the encoder's tensors are stored, by head class.
+_ENCODER_PREFIXES = ("bert.", "")
+
+
+def read_hf_config(hf_dir):
+    """Reads and validates `config.json` of a Hugging Face BERT directory.
+
+    Returns:
+        The parsed dict.
+
+    Raises:
+        FileNotFoundError: When the directory or its config.json is missing.
+        ValueError: For a model type or setting that kmlm cannot reproduce exactly.
+    """
+    if not os.path.isdir(hf_dir):
+        raise FileNotFoundError(f"{hf_dir!r} is not a directory; pass a Hugging Face model directory")
+    path = os.path.join(hf_dir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{hf_dir!r} has no config.json; pass a Hugging Face model directory")
+    with open(path, encoding="utf-8") as f:
+        try:
+            config = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path!r} is not valid JSON ({error})") from None
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"unsupported architecture: model_type={model_type!r} "
+            f"({', '.join(config.get('architectures') or ['?'])}); kmlm converts "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} checkpoints only"
+        )
+    checks = (
+        ("position_embedding_type", "absolute"),
+        ("is_decoder", False),
+        ("add_cross_attention", False),
+    )
+    for key, supported in checks:
+        value = config.get(key, supported)
+        if value != supported:
+            raise ValueError(f"unsupported BERT config: {key}={value!r}; kmlm supports only {key}={supported!r}")
+    activation = config.get("hidden_act", "gelu")
+    if activation not in ACTIVATION_NAMES:
+        raise ValueError(
+            f"unsupported BERT config: hidden_act={activation!r}; supported: {', '.join(sorted(ACTIVATION_NAMES))}"
+        )
+    return config
+
+
+def model_config_from_hf(config):
+    """The `ModelConfig` equivalent to a Hugging Face BERT config dict."""
+    try:
+        return ModelConfig(
+            vocabulary_size=int(config["vocab_size"]),
+            hidden_dim=int(config["hidden_size"]),
+            num_layers=int(config["num_hidden_layers"]),
+            num_heads=int(config["num_attention_heads"]),
+            intermediate_dim=int(config["intermediate_size"]),
+            max_position=int(config.get("max_position_embeddings", 512)),
+            num_segments=int(config.get("type_vocab_size", 2)),
+            dropout=float(config.get("hidden_dropout_prob", 0.1)),
+            attention_dropout=float(config.get("attention_probs_dropout_prob", 0.1)),
+            activation=ACTIVATION_NAMES[config.get("hidden_act", "gelu")],
+            layer_norm_epsilon=float(config.get("layer_norm_eps", 1e-12)),
+            initializer_range=float(config.get("initializer_range", 0.02)),
+        )
+    except KeyError as error:
+        raise ValueError(f"config.json lacks {error.args[0]!r}, which every BERT config has") from None
+
+
+class _Checkpoint:
+    """Read access to the tensors of `model.safetensors` (or a sharded set with an index)."""
+
+    def __init__(self, hf_dir):
+        from safetensors import safe_open
+
+        single = os.path.join(hf_dir, WEIGHTS_FILE)
+        index = os.path.join(hf_dir, WEIGHTS_INDEX_FILE)
+        if os.path.isfile(single):
+            files = [single]
+        elif os.path.isfile(index):
+            with open(index, encoding="utf-8") as f:
+                files = sorted({os.path.join(hf_dir, name) for name in json.load(f)["weight_map"].values()})
+        else:
+            pickled = [name for name in ("pytorch_model.bin", "tf_model.h5") if os.path.isfile(os.path.join(hf_dir, name))]
+            found = f" (found {', '.join(pickled)}, which kmlm does not read)" if pickled else ""
+            raise FileNotFoundError(
+                f"{hf_dir!r} has no {WEIGHTS_FILE}{found}; kmlm imports safetensors weights only"
+            )
+        self._files = {}
+        for path in files:
+            handle = safe_open(path, framework="numpy")
+            for key in handle.keys():
+                self._files[key] = (path, handle)
+        self.used = set()
+
+    def keys(self):
+        return set(self._files)
+
+    def __contains__(self, key):
+        return key in self._files
+
+    def get(self, key):
+        path, handle = self._files[key]
+        self.used.add(key)
+        if handle.get_slice(key).get_dtype() == "BF16":
+            from safetensors import safe_open
+
+            # numpy has no bfloat16; TensorFlow reads it and widens to float32.
+            with safe_open(path, framework="tf") as tf_handle:
+                return tf_handle.get_tensor(key).numpy().astype(np.float32)
+        return handle.get_tensor(key).astype(np.float32)
+
+
+def _encoder_prefix(checkpoint):
+    for prefix in _ENCODER_PREFIXES:
+        if f"{prefix}embeddings.word_embeddings.weight" in checkpoint:
+            return prefix
+    raise ValueError(
+        "the checkpoint has no BERT embeddings (embeddings.word_embeddings.weight); it is not a BERT model"
+    )
+
+
+def _assign(variable, value, name):
+    value = np.asarray(value, np.float32)
+    if tuple(variable.shape) != value.shape:
+        raise ValueError(
+            f"tensor {name} has shape {value.shape}, but config.json implies {tuple(variable.shape)}; "
+            "the weights do not belong to this config"
+        )
+    variable.assign(value)
+
+
+def _load_layer_norm(norm, checkpoint, name):
+    _assign(norm.gamma, checkpoint.get(f"{name}.weight"), f"{name}.weight")
+    _assign(norm.beta, checkpoint.get(f"{name}.bias"), f"{name}.bias")
+
+
+def load_encoder_weights(encoder, checkpoint, prefix):
+    """Copies the embeddings and every block of a BERT checkpoint into a kmlm `Encoder`."""
+    embedding = encoder.embedding
+    p = f"{prefix}embeddings."
+    _assign(embedding.token_embeddings, checkpoint.get(p + "word_embeddings.weight"), p + "word_embeddings.weight")
+    _assign(embedding.position_embeddings, checkpoint.get(p + "position_embeddings.weight"), p + "position_embeddings.weight")
+    if embedding.segment_embeddings is not None:
+        _assign(embedding.segment_embeddings, checkpoint.get(p + "token_type_embeddings.weight"), p + "token_type_embeddings.weight")
+    _load_layer_norm(embedding.norm, checkpoint, p + "LayerNorm")
+    for i in range(encoder.config.num_layers):
+        block = encoder.get_layer(f"block_{i}")
+        p = f"{prefix}encoder.layer.{i}."
+        try:
+            q, k, v = (checkpoint.get(f"{p}attention.self.{name}.weight") for name in ("query", "key", "value"))
+            qb, kb, vb = (checkpoint.get(f"{p}attention.self.{name}.bias") for name in ("query", "key", "value"))
+        except KeyError:
+            raise ValueError(
+                f"the checkpoint has no layer {i} ({p}attention.self.query.weight), but config.json says "
+                f"num_hidden_layers={encoder.config.num_layers}"
+            ) from None
+        # PyTorch Linear stores [out, in]; kmlm kernels are [in, out], q|k|v side by side.
+        _assign(block.attention.qkv_kernel, np.concatenate([q.T, k.T, v.T], axis=1), p + "attention.self.*.weight")
+        _assign(block.attention.qkv_bias, np.concatenate([qb, kb, vb]), p + "attention.self.*.bias")
+        _assign(block.attention.output_kernel, checkpoint.get(p + "attention.output.dense.weight").T, p + "attention.output.dense.weight")
+        _assign(block.attention.output_bias, checkpoint.get(p + "attention.output.dense.bias"), p + "attention.output.dense.bias")
+        _load_layer_norm(block.attention_norm, checkpoint, p + "attention.output.LayerNorm")
+        ffn = block.feed_forward
+        _assign(ffn.inner_kernel, checkpoint.get(p + "intermediate.dense.weight").T, p + "intermediate.dense.weight")
+        _assign(ffn.inner_bias, checkpoint.get(p + "intermediate.dense.bias"), p + "intermediate.dense.bias")
+        _assign(ffn.output_kernel, checkpoint.get(p + "output.dense.weight").T, p + "output.dense.weight")
+        _assign(ffn.output_bias, checkpoint.get(p + "output.dense.bias"), p + "output.dense.bias")
+        _load_layer_norm(block.feed_forward_norm, checkpoint, p + "output.LayerNorm")
+
+
+def _load_masked_lm_head(head, token_embeddings, checkpoint):
+    p = "cls.predictions."
+    _assign(head.transform_kernel, checkpoint.get(p + "transform.dense.weight").T, p + "transform.dense.weight")
+    _assign(head.transform_bias, checkpoint.get(p + "transform.dense.bias"), p + "transform.dense.bias")
+    _load_layer_norm(head.norm, checkpoint, p + "transform.LayerNorm")
+    bias_name = p + "bias" if p + "bias" in checkpoint else p + "decoder.bias"
+    _assign(head.output_bias, checkpoint.get(bias_name), bias_name)
+    decoder = p + "decoder.weight"
+    if decoder in checkpoint and not np.array_equal(checkpoint.get(decoder), token_embeddings):
+        raise ValueError(
+            f"unsupported checkpoint: its MLM decoder ({decoder}) is not tied to the word embeddings; "
+            "kmlm's MLM head always shares the token embedding table"
+        )
+
+
+def _sentence_heads(checkpoint, prefix):
+    """The pooler ([H, H] kernel, bias) and NSP classifier ([H, 2], bias) present, kmlm layout."""
+    heads = {}
+    if f"{prefix}pooler.dense.weight" in checkpoint:
+        heads["pooler/kernel"] = checkpoint.get(f"{prefix}pooler.dense.weight").T
+        heads["pooler/bias"] = checkpoint.get(f"{prefix}pooler.dense.bias")
+    if "cls.seq_relationship.weight" in checkpoint:
+        heads["next_sentence/kernel"] = checkpoint.get("cls.seq_relationship.weight").T
+        heads["next_sentence/bias"] = checkpoint.get("cls.seq_relationship.bias")
+    return heads
+
+
+def _tokenizer_settings(hf_dir):
+    """Lowercasing as the checkpoint's tokenizer does it (BERT uncased unless it says cased)."""
+    lowercase = True
+    path = os.path.join(hf_dir, "tokenizer_config.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            tokenizer = json.load(f)
+        lowercase = bool(tokenizer.get("do_lower_case", True))
+        strip_accents = tokenizer.get("strip_accents")
+        if strip_accents is not None and bool(strip_accents) != lowercase:
+            raise ValueError(
+                f"unsupported tokenizer: do_lower_case={lowercase} with strip_accents={strip_accents}; "
+                "kmlm's tokenizer strips accents exactly when it lowercases"
+            )
+    return lowercase
+
+
+def convert_checkpoint(hf_dir, out, seq_len=128, verbose=1):
+    """Writes the kmlm run directory `out` for the Hugging Face BERT directory `hf_dir`.
+
+    Args:
+        hf_dir: directory with config.json, model.safetensors (or a sharded index) and
+            vocab.txt (and optionally tokenizer_config.json for `do_lower_case`).
+        out: run directory to create; must not exist or be empty.
+        seq_len: the default sequence length recorded for `evaluate` and `export`.
+        verbose: print a summary.
+
+    Returns:
+        dict with `heads` (which of masked_lm, pooler, next_sentence were present),
+        `ignored` (checkpoint tensors kmlm has no place for) and `parameters`.
+
+    Example:
+    >>> convert_checkpoint("all-MiniLM-L6-v2", "runs/minilm")["heads"]
+    {'masked_lm': False, 'pooler': True, 'next_sentence': False}
+    """
+    from kmlm.model import build_mlm_model
+    from kmlm.pipelines import check_vocabulary, load_vocabulary, save_vocabulary
+
+    hf_config = read_hf_config(hf_dir)
+    model_config = model_config_from_hf(hf_config)
+    if seq_len > model_config.max_position:
+        raise ValueError(f"--seq-len {seq_len} exceeds the checkpoint's max_position_embeddings={model_config.max_position}")
+    vocab_path = os.path.join(hf_dir, "vocab.txt")
+    if not os.path.isfile(vocab_path):
+        raise FileNotFoundError(f"{hf_dir!r} has no vocab.txt; kmlm needs the WordPiece vocabulary file")
+    vocabulary = load_vocabulary(vocab_path)
+    check_vocabulary(vocabulary)
+    if len(vocabulary) != model_config.vocabulary_size:
+        raise ValueError(
+            f"vocab.txt has {len(vocabulary)} tokens but config.json says vocab_size={model_config.vocabulary_size}"
+        )
+    lowercase = _tokenizer_settings(hf_dir)
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise ValueError(f"--out {out!r} already exists and is not empty; choose a new run directory")
+    checkpoint = _Checkpoint(hf_dir)
+    prefix = _encoder_prefix(checkpoint)
+
+    model = build_mlm_model(model_config)
+    load_encoder_weights(model.encoder, checkpoint, prefix)
+    has_mlm_head = "cls.predictions.transform.dense.weight" in checkpoint
+    if has_mlm_head:
+        _load_masked_lm_head(model.get_layer("mlm_head"), model.encoder.embedding.token_embeddings.numpy(), checkpoint)
+    sentence_heads = _sentence_heads(checkpoint, prefix)
+    heads = {
+        "masked_lm": has_mlm_head,
+        "pooler": "pooler/kernel" in sentence_heads,
+        "next_sentence": "next_sentence/kernel" in sentence_heads,
+    }
+    # position_ids is a constant buffer of older checkpoints, not a weight.
+    ignored = sorted(k for k in checkpoint.keys() - checkpoint.used if not k.endswith("position_ids"))
+
+    os.makedirs(out, exist_ok=True)
+    save_vocabulary(vocabulary, os.path.join(out, rd.VOCAB_FILE))
+    if sentence_heads:
+        rd.save_sentence_heads(out, sentence_heads)
+    settings = {
+        "model": model_config.to_dict(),
+        "data": {
+            "corpus": None,
+            "one_per_line": False,
+            "seq_len": int(seq_len),
+            "batch_size": 8,
+            "masking": "token",
+            "mask_rate": 0.15,
+            "mask_token_rate": 0.8,
+            "random_token_rate": 0.1,
+            "lowercase": lowercase,
+            "packing": True,
+            "eval_fraction": 0.02,
+            "max_predictions": _max_predictions(seq_len),
+        },
+        "training": {},
+        "heads": heads,
+        "converted_from": {
+            "path": os.path.abspath(hf_dir),
+            "model_type": hf_config.get("model_type"),
+            "architectures": hf_config.get("architectures") or [],
+            "hidden_act": hf_config.get("hidden_act", "gelu"),
+            "ignored_tensors": ignored,
+        },
+        "kmlm_version": _version(),
+    }
+    rd.write_settings(out, settings)
+    tmp = os.path.join(out, rd.MODEL_FILE + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, os.path.join(out, rd.MODEL_FILE))
+    result = {"heads": heads, "ignored": ignored, "parameters": int(model.count_params())}
+    if verbose:
+        present = ", ".join(name for name, present in heads.items() if present) or "none"
+        print(
+            f"converted {hf_config.get('model_type')} ({', '.join(hf_config.get('architectures') or ['?'])}): "
+            f"{model_config.num_layers} layers, hidden {model_config.hidden_dim}, {len(vocabulary)} tokens, "
+            f"heads: {present}; run directory {out}",
+            flush=True,
+        )
+        if ignored:
+            print(f"ignored {len(ignored)} tensors kmlm has no place for: {', '.join(ignored[:5])}"
+                  + (" ..." if len(ignored) > 5 else ""), flush=True)
+        if not has_mlm_head:
+            print("no MLM head in the checkpoint: fill-mask, evaluate, score and generate are unavailable", flush=True)
+    return result
+
+
+def _max_predictions(seq_len):
+    from kmlm.pipelines import max_predictions_for
+
+    return max_predictions_for(int(seq_len), 0.15)
+
+
+def _version():
+    from kmlm import __version__
+
+    return __version__
