@@ -44,6 +44,9 @@ def build_parser():
     from kmlm import __version__
 
     parser.add_argument("--version", action="version", version=f"kmlm {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show TensorFlow's start-up logs and full tracebacks (also KMLM_DEBUG=1); "
+                             "may be given after the command too")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     vocab = commands.add_parser("vocab", help="learn a WordPiece vocabulary", formatter_class=_Formatter,
@@ -87,12 +90,22 @@ def build_parser():
     pre.add_argument("--eval-batches", type=int, default=4, help="held-out batches evaluated after every epoch")
     pre.add_argument("--log-points", type=_positive_int, default=20,
                      help="epochs the run is split into (metrics.csv rows, checkpoints)")
-    pre.add_argument("--distribution", choices=("default", "mirrored", "multi-worker", "tpu"), default="default",
-                     help="tf.distribute strategy")
+    pre.add_argument("--strategy", dest="distribution", choices=("default", "mirrored", "multi-worker", "tpu"),
+                     default="default",
+                     help="tf.distribute strategy: default (one device), mirrored (all local GPUs), multi-worker "
+                          "(MultiWorkerMirroredStrategy over the hosts in TF_CONFIG; needs --vocab), tpu")
+    pre.add_argument("--distribution", dest="distribution", choices=("default", "mirrored", "multi-worker", "tpu"),
+                     default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # the flag's name before --strategy
+    pre.add_argument("--data-service", metavar="ADDRESS", default=None,
+                     help="run the input pipeline on a tf.data service dispatcher (grpc://host:port) and its "
+                          "workers, for when the host CPU cannot feed the accelerators")
     pre.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     pre.add_argument("--init-embeddings", metavar="VECTORS", default=None,
                      help="initialise the token embeddings from a word2vec/GloVe text file "
                           "(whole-word tokens; a linear map when sizes differ)")
+    pre.add_argument("--objective", choices=("mlm", "mlm+nsp", "mlm+sop"), default="mlm",
+                     help="pretraining objective: masked LM alone, or jointly with next-sentence (nsp) or "
+                          "sentence-order (sop) prediction on sentence pairs (one device)")
     pre.add_argument("--out", required=True, help="run directory to write")
     pre.add_argument("--quiet", action="store_true", help="no progress output")
     pre.set_defaults(run=_pretrain)
@@ -120,7 +133,8 @@ def build_parser():
                                          "strings), warmup requests, and an op audit. The version is written under a "
                                          "temporary name and renamed into place; existing versions are never "
                                          "overwritten.")
-    ex.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `kmlm pretrain`")
+    ex.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `kmlm pretrain`, or by `kmlm finetune` "
+                    "(signatures serving_default and predict; see the README)")
     ex.add_argument("--out", required=True, metavar="BASE_DIR", help="model base directory (one subdirectory per version)")
     ex.add_argument("--version", type=_positive_int, default=None,
                     help="version number (default: one more than the highest present)")
@@ -180,7 +194,9 @@ def _pretrain(args):
         eval_batches=args.eval_batches,
         log_points=args.log_points,
         distribution=args.distribution,
+        data_service=args.data_service,
         init_embeddings=args.init_embeddings,
+        objective=args.objective,
         model_overrides={
             key: getattr(args, key)
             for key in ("num_layers", "hidden_dim", "num_heads", "intermediate_dim")
@@ -192,6 +208,9 @@ def _pretrain(args):
         remove_run(args.out)
     start = time.time()
     metrics = pretrain(args.out, settings, verbose=0 if args.quiet else "auto")
+    if not metrics:  # a non-chief worker of --strategy multi-worker
+        print(f"worker finished its {settings.steps} steps; the chief worker wrote the run directory {args.out}")
+        return
     print(
         f"held-out masked accuracy {metrics['masked_accuracy']:.4f}, loss {metrics['loss']:.4f}, "
         f"perplexity {metrics['perplexity']:.2f} ({metrics['masked_tokens']} masked tokens); "
@@ -246,6 +265,15 @@ def _export(args):
 
     print(f"exporting {args.run_dir} to {args.out} ...", flush=True)
     start = time.time()
+    if os.path.isfile(os.path.join(args.run_dir, "task.json")):  # a `kmlm finetune` output
+        from kmlm.tasks.export import export_task
+
+        result = export_task(args.run_dir, args.out, version=args.version, seq_len=args.seq_len,
+                             model_name=args.model_name)
+        print(f"wrote version {result.version} to {result.path} in {time.time() - start:.1f}s: signatures "
+              f"{', '.join(sorted(result.ops))} (S={result.seq_len}); op audit passed, TF Text ops: "
+              f"{', '.join(text_ops_used(result.ops)) or 'none'}")
+        return
     result = export_run(args.run_dir, args.out, version=args.version, seq_len=args.seq_len, top_k=args.top_k,
                         max_masks=args.max_masks, model_name=args.model_name)
     print(
@@ -406,10 +434,10 @@ def _vectors(args):
         print(f"plotted {results['plot']['words']} words to {args.plot}")
 
 
-def _import_tensorflow_quietly():
+def _import_tensorflow_quietly(show_logs=False):
     """Imports TensorFlow with stderr silenced: its C++ start-up logs (CUDA probing on CPU
     machines, oneDNN notices) are noise to a CLI user. Set KMLM_DEBUG=1 to see them."""
-    if os.environ.get("KMLM_DEBUG") or "tensorflow" in sys.modules:
+    if show_logs or os.environ.get("KMLM_DEBUG") or "tensorflow" in sys.modules:
         return
     sys.stderr.flush()
     saved = os.dup(2)
@@ -425,17 +453,37 @@ def _import_tensorflow_quietly():
         os.close(devnull)
 
 
+# Errors of bad input, reported as their message alone; anything else also names its type.
+_INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def _one_line(error):
+    lines = str(error).strip().splitlines()
+    message = lines[0] if lines else type(error).__name__
+    if not isinstance(error, _INPUT_ERRORS):
+        message = f"{type(error).__name__}: {message}"
+        if len(message) > 300:
+            message = message[:297] + "..."
+        message += " (run with --debug for the traceback)"
+    return message
+
+
 def main(argv=None):
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is a global flag but reads naturally anywhere before a `--`.
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" in argv[:end]:
+        argv = ["--debug"] + [arg for arg in argv[:end] if arg != "--debug"] + argv[end:]
     args = parser.parse_args(argv)
-    _import_tensorflow_quietly()
+    debug = args.debug or bool(os.environ.get("KMLM_DEBUG"))
+    _import_tensorflow_quietly(show_logs=debug)
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as error:
-        if os.environ.get("KMLM_DEBUG"):
+    except Exception as error:  # one line on stderr; the traceback only with --debug
+        if debug:
             raise
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"kmlm {args.command}: error: {message}", file=sys.stderr)
+        print(f"kmlm {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"kmlm {args.command}: interrupted", file=sys.stderr)

@@ -260,6 +260,50 @@ def write_warmup_requests(path, requests, model_name):
             writer.write(log.SerializeToString())
 
 
+def check_version_free(base_dir, version):
+    """Refuses a bad or taken --version before any work is done."""
+    if version is not None and (isinstance(version, bool) or int(version) < 1):
+        raise ValueError(f"version={version!r} must be a positive integer")
+    if version is not None and os.path.exists(os.path.join(base_dir, str(int(version)))):
+        raise _version_exists_error(base_dir, int(version))
+
+
+def write_version(module, base_dir, version=None, model_name=None):
+    """Saves a serving module as version `version` of `base_dir`: written under a temporary
+    name, op-audited, given its warmup requests, then renamed into place.
+
+    Args:
+        module: a `tf.Module` with `signatures()` and `warmup_requests()`.
+        base_dir: the model's base directory.
+        version: the version number (default: one more than the highest present, or 1).
+        model_name: the name the warmup requests address (default: base_dir's name).
+
+    Returns:
+        (version directory, version number, the audit's op types per signature).
+    """
+    if os.path.exists(base_dir) and not os.path.isdir(base_dir):
+        raise NotADirectoryError(f"--out {base_dir!r} is a file; pass a directory to hold the versions")
+    os.makedirs(base_dir, exist_ok=True)
+    _remove_abandoned_exports(base_dir)
+    version = int(version) if version is not None else max(existing_versions(base_dir), default=0) + 1
+    final = os.path.join(base_dir, str(version))
+    if os.path.exists(final):
+        raise _version_exists_error(base_dir, version)
+    temp = os.path.join(base_dir, f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        tf.saved_model.save(module, temp, signatures=module.signatures())
+        ops = audit_saved_model(temp)
+        write_warmup_requests(temp, module.warmup_requests(),
+                              model_name or os.path.basename(os.path.normpath(os.path.abspath(base_dir))))
+        if os.path.exists(final):  # another export took this number meanwhile
+            raise _version_exists_error(base_dir, version)
+        os.rename(temp, final)
+    finally:
+        if os.path.exists(temp):
+            shutil.rmtree(temp, ignore_errors=True)
+    return final, version, ops
+
+
 def export_run(run_dir, base_dir, version=None, seq_len=None, top_k=5, max_masks=None, model_name=None):
     """Exports a run directory as a TensorFlow Serving SavedModel version.
 
@@ -284,10 +328,7 @@ def export_run(run_dir, base_dir, version=None, seq_len=None, top_k=5, max_masks
     """
     from kmlm.run_directory import Run, load_run
 
-    if version is not None and (isinstance(version, bool) or int(version) < 1):
-        raise ValueError(f"version={version!r} must be a positive integer")
-    if version is not None and os.path.exists(os.path.join(base_dir, str(int(version)))):
-        raise _version_exists_error(base_dir, int(version))  # refuse before any work
+    check_version_free(base_dir, version)
     run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
     config = run.model_config
     seq_len = int(seq_len or run.data.get("seq_len", 128))
@@ -304,27 +345,7 @@ def export_run(run_dir, base_dir, version=None, seq_len=None, top_k=5, max_masks
     if not 1 <= int(max_masks) <= seq_len - 2:
         raise ValueError(f"max_masks={max_masks} must be in [1, {seq_len - 2}] (seq_len - 2)")
 
-    if os.path.exists(base_dir) and not os.path.isdir(base_dir):
-        raise NotADirectoryError(f"--out {base_dir!r} is a file; pass a directory to hold the versions")
-    os.makedirs(base_dir, exist_ok=True)
-    _remove_abandoned_exports(base_dir)
-    version = int(version) if version is not None else max(existing_versions(base_dir), default=0) + 1
-    final = os.path.join(base_dir, str(version))
-    if os.path.exists(final):
-        raise _version_exists_error(base_dir, version)
-
     module = ServingModule(run.model, run.vocabulary, lowercase=run.data.get("lowercase", True),
                            seq_len=seq_len, max_masks=int(max_masks), top_k=int(top_k))
-    temp = os.path.join(base_dir, f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        tf.saved_model.save(module, temp, signatures=module.signatures())
-        ops = audit_saved_model(temp)
-        write_warmup_requests(temp, module.warmup_requests(),
-                              model_name or os.path.basename(os.path.normpath(os.path.abspath(base_dir))))
-        if os.path.exists(final):  # another export took this number meanwhile
-            raise _version_exists_error(base_dir, version)
-        os.rename(temp, final)
-    finally:
-        if os.path.exists(temp):
-            shutil.rmtree(temp, ignore_errors=True)
+    final, version, ops = write_version(module, base_dir, version, model_name)
     return Export(path=final, version=version, seq_len=seq_len, max_masks=int(max_masks), top_k=int(top_k), ops=ops)

@@ -1,0 +1,374 @@
+"""Fine-tuning a pretrained run on a labelled task, and evaluating task models.
+
+```
+OUT/task.json     task, labels, sequence length, settings, source run, final metrics
+OUT/vocab.txt     the run's vocabulary
+OUT/model.keras   the task model (classifier, tagger, or sentence encoder for similarity)
+OUT/metrics.csv   per-epoch training loss and evaluation metrics
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+
+import keras
+import numpy as np
+
+from kmlm.pipelines import make_tokenizer, save_vocabulary, special_ids
+from kmlm.tasks.datasets import pair_dataset, tag_dataset, text_dataset
+from kmlm.tasks.examples import TASKS, TaskExamples, load_task_examples
+from kmlm.tasks.metrics import accuracy, entity_scores, macro_f1, pearson, spearman
+from kmlm.training import make_optimizer
+
+TASK_FILE = "task.json"
+MODEL_FILE = "model.keras"
+VOCAB_FILE = "vocab.txt"
+METRICS_FILE = "metrics.csv"
+
+# The metric that early stopping and "best epoch" follow, per task.
+PRIMARY_METRIC = {"classify": "accuracy", "pair": "accuracy", "tag": "f1", "similarity": "spearman"}
+
+
+@dataclasses.dataclass
+class FinetuneSettings:
+    """The options of `kmlm finetune` (see `kmlm finetune --help`).
+
+    Example:
+    >>> FinetuneSettings(task="classify", train="train.jsonl", eval="dev.jsonl", epochs=3)
+    """
+
+    task: str = "classify"
+    train: str = ""
+    eval: str | None = None
+    test: str | None = None
+    seq_len: int = 128
+    batch_size: int = 32
+    epochs: int = 3
+    learning_rate: float = 2e-4
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    patience: int = 2
+    pooling: str = "mean"
+    contrastive: bool = False
+    random_init: bool = False
+    max_examples: int | None = None
+    seed: int = 0
+    jit_compile: bool = False
+
+    def validate(self):
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if not self.train:
+            raise ValueError("no training examples given; pass --train FILE or tfds:NAME")
+        if self.seq_len < 4:
+            raise ValueError(f"seq_len={self.seq_len} is too short; use at least 4")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate={self.learning_rate} must be in (0, 1)")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction={self.warmup_fraction} must be in [0, 1)")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        if self.contrastive and self.task != "similarity":
+            raise ValueError("--contrastive applies to --task similarity only")
+
+
+@dataclasses.dataclass
+class TaskInfo:
+    """What a task model needs besides its weights (task.json)."""
+
+    task: str
+    labels: list
+    seq_len: int
+    lowercase: bool
+    pooling: str = "mean"
+    target_range: list | None = None
+
+    @classmethod
+    def read(cls, path):
+        task_path = os.path.join(path, TASK_FILE)
+        if not os.path.isfile(task_path):
+            raise ValueError(f"{path!r} is not a fine-tuned model directory (no {TASK_FILE}); pass the --out of "
+                             "`kmlm finetune`")
+        with open(task_path, encoding="utf-8") as f:
+            record = json.load(f)
+        fields = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in record.items() if key in fields}), record
+
+
+class Tasker:
+    """A task model with its tokenizer: batches examples and turns model outputs into
+    labels, tags or vectors. Used by fine-tuning, `kmlm predict`, `kmlm embed` and tests."""
+
+    def __init__(self, model, vocabulary, info):
+        self.model = model
+        self.vocabulary = list(vocabulary)
+        self.info = info
+        self.tokenizer = make_tokenizer(self.vocabulary, lowercase=info.lowercase)
+        self.ids = special_ids(self.vocabulary)
+
+    @classmethod
+    def load(cls, path):
+        """Loads a `kmlm finetune` output directory (safe mode)."""
+        import kmlm.model  # noqa: F401  (registers the encoder classes)
+        from kmlm.pipelines import load_vocabulary
+
+        info, _ = TaskInfo.read(path)
+        model = keras.saving.load_model(os.path.join(path, MODEL_FILE), compile=False, safe_mode=True)
+        return cls(model, load_vocabulary(os.path.join(path, VOCAB_FILE)), info)
+
+    def _text_batches(self, texts, text_pairs=None, batch_size=32):
+        examples = TaskExamples("pair" if text_pairs is not None else "classify", texts=list(texts),
+                                text_pairs=None if text_pairs is None else list(text_pairs))
+        return text_dataset(examples, self.tokenizer, self.ids, seq_len=self.info.seq_len, batch_size=batch_size)
+
+    def _outputs(self, dataset):
+        return [np.asarray(self.model(features, training=False)) for features in dataset]
+
+    def class_probabilities(self, texts, text_pairs=None, batch_size=32):
+        """Softmax over the labels [N, C] (classify, pair)."""
+        logits = np.concatenate(self._outputs(self._text_batches(texts, text_pairs, batch_size)))
+        logits = logits - logits.max(axis=1, keepdims=True)
+        return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+    def word_tags(self, sentences, batch_size=32):
+        """Per-word tags of sentences given as lists of words (tag); a word with no piece in
+        the row (too long a sentence) gets "O"."""
+        examples = TaskExamples("tag", tokens=[list(words) for words in sentences])
+        dataset = tag_dataset(examples, self.tokenizer, self.ids, seq_len=self.info.seq_len, batch_size=batch_size,
+                              with_positions=True)
+        outside = self.info.labels.index("O") if "O" in self.info.labels else None
+        results, index = [], 0
+        for features in dataset:
+            positions = features.pop("word_positions").numpy()
+            best = np.argmax(np.asarray(self.model(features, training=False)), axis=-1)
+            for row in range(positions.shape[0]):
+                words = examples.tokens[index]
+                index += 1
+                tags = []
+                for j in range(len(words)):
+                    position = positions[row, j]
+                    if position < 0:
+                        tags.append("O" if outside is not None else self.info.labels[0])
+                    else:
+                        tags.append(self.info.labels[best[row, position]])
+                results.append(tags)
+        return results
+
+    def embed(self, texts, batch_size=32):
+        """Sentence vectors [N, H] float32 (similarity models)."""
+        outputs = self._outputs(self._text_batches(texts, None, batch_size))
+        return np.concatenate(outputs) if outputs else np.zeros([0, self.model.output_shape[-1]], np.float32)
+
+
+def cosine_rows(a, b):
+    """Cosine similarity of the rows of a with the matching rows of b."""
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return np.sum(a * b, axis=1)
+
+
+def evaluate_task(tasker, examples, batch_size=32):
+    """The task's metrics on labelled examples, e.g. {"accuracy": .., "macro_f1": ..}."""
+    info = tasker.info
+    if info.task in ("classify", "pair"):
+        probabilities = tasker.class_probabilities(examples.texts, examples.text_pairs if info.task == "pair" else None,
+                                                   batch_size)
+        predicted = probabilities.argmax(axis=1)
+        gold = np.array([info.labels.index(label) for label in examples.labels])
+        return {"accuracy": accuracy(gold, predicted), "macro_f1": macro_f1(gold, predicted, len(info.labels)),
+                "examples": len(gold)}
+    if info.task == "tag":
+        predicted = tasker.word_tags(examples.tokens, batch_size)
+        scores = entity_scores(examples.tags, predicted)
+        gold_flat = [t for row in examples.tags for t in row]
+        predicted_flat = [t for row in predicted for t in row]
+        scores["tag_accuracy"] = accuracy(gold_flat, predicted_flat)
+        scores["sentences"] = len(predicted)
+        return scores
+    vectors_a = tasker.embed(examples.texts, batch_size)
+    vectors_b = tasker.embed(examples.text_pairs, batch_size)
+    cosines = cosine_rows(vectors_a, vectors_b)
+    metrics = {"pairs": len(cosines)}
+    if examples.labels is not None:
+        metrics.update(spearman=spearman(cosines, examples.labels), pearson=pearson(cosines, examples.labels))
+    a = vectors_a / np.maximum(np.linalg.norm(vectors_a, axis=1, keepdims=True), 1e-12)
+    b = vectors_b / np.maximum(np.linalg.norm(vectors_b, axis=1, keepdims=True), 1e-12)
+    metrics["retrieval_accuracy"] = accuracy(np.arange(len(a)), np.argmax(a @ b.T, axis=1))
+    return metrics
+
+
+class _EvaluateEachEpoch(keras.callbacks.Callback):
+    """Adds `eval_<metric>` to the epoch logs (before EarlyStopping and CSVLogger see them)."""
+
+    def __init__(self, tasker, examples, batch_size):
+        super().__init__()
+        self.tasker, self.examples, self.batch_size = tasker, examples, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = evaluate_task(self.tasker, self.examples, self.batch_size)
+        for name, value in metrics.items():
+            if isinstance(value, float):
+                logs[f"eval_{name}"] = value
+
+
+def _labels_of(train, task, eval_sets):
+    if task == "tag":
+        tags = set(train.label_names())
+        for examples in eval_sets:
+            unknown = set(examples.label_names()) - tags
+            if unknown:
+                raise ValueError(f"evaluation tags {sorted(unknown)} never occur in the training examples")
+        return sorted(tags, key=lambda t: (t != "O", t.partition("-")[2], t))
+    if task == "similarity":
+        return []
+    labels = train.label_names()
+    if len(labels) < 2:
+        raise ValueError(f"the training examples have {len(labels)} distinct label(s); classification needs at least 2")
+    for examples in eval_sets:
+        unknown = set(examples.labels) - set(labels)
+        if unknown:
+            raise ValueError(f"evaluation labels {sorted(unknown, key=str)} never occur in the training examples")
+    return labels
+
+
+def _prepare_output(out, overwrite):
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise NotADirectoryError(f"--out {out!r} is a file; give a directory")
+    if os.path.isdir(out) and os.listdir(out):
+        if not overwrite:
+            raise ValueError(f"--out {out!r} exists and is not empty; choose a new --out or pass --overwrite")
+        if not os.path.isfile(os.path.join(out, TASK_FILE)):
+            raise ValueError(f"--overwrite refused: {out!r} is not a fine-tuned model directory")
+        shutil.rmtree(out)
+    os.makedirs(out, exist_ok=True)
+
+
+def finetune(run_dir, out, settings, *, overwrite=False, verbose=1):
+    """Fine-tunes the encoder of a run directory on a task and writes OUT (see the module
+    docstring). Returns the final metrics: {"eval": {...}, "test": {...}, "epochs": n, ...}.
+
+    Example:
+    >>> finetune("runs/demo", "runs/sentiment", FinetuneSettings(task="classify", train="train.jsonl",
+    ...                                                           eval="dev.jsonl"))["eval"]["accuracy"]
+    0.91
+    """
+    from kmlm.model import build_encoder
+    from kmlm.run_directory import load_run
+    from kmlm.tasks.models import build_classifier, build_sentence_encoder, build_similarity_trainer, build_tagger
+
+    settings.validate()
+    run = load_run(run_dir)
+    config = run.model_config
+    if settings.seq_len > config.max_position:
+        raise ValueError(f"seq_len={settings.seq_len} exceeds the model's max_position={config.max_position}; "
+                         f"fine-tune with --seq-len <= {config.max_position}")
+    task = settings.task
+    train = load_task_examples(settings.train, task)
+    if settings.max_examples:
+        train = train.take(settings.max_examples)
+    evaluation = load_task_examples(settings.eval, task) if settings.eval else None
+    test = load_task_examples(settings.test, task) if settings.test else None
+    labels = _labels_of(train, task, [e for e in (evaluation, test) if e is not None])
+    if task == "similarity" and train.labels is None and not settings.contrastive:
+        raise ValueError("similarity training without labels needs --contrastive (in-batch negatives)")
+    _prepare_output(out, overwrite)
+
+    keras.utils.set_random_seed(settings.seed)
+    encoder = build_encoder(config) if settings.random_init else run.encoder
+    info = TaskInfo(task=task, labels=labels, seq_len=settings.seq_len, lowercase=run.data.get("lowercase", True),
+                    pooling=settings.pooling)
+    tokenizer, ids = make_tokenizer(run.vocabulary, lowercase=info.lowercase), special_ids(run.vocabulary)
+    shape = dict(seq_len=settings.seq_len, batch_size=settings.batch_size)
+    steps_per_epoch = max(1, math.ceil(len(train) / settings.batch_size))
+    if task in ("classify", "pair"):
+        pooler = None if settings.random_init else run.pooler_weights
+        model = build_classifier(encoder, len(labels), dropout=settings.dropout, pooler_weights=pooler)
+        saved = model
+        label_ids = [labels.index(label) for label in train.labels]
+        train_ds = text_dataset(train, tokenizer, ids, label_ids=label_ids, shuffle=True, seed=settings.seed, **shape)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metrics, weighted = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")], None
+    elif task == "tag":
+        model = saved = build_tagger(encoder, len(labels), dropout=settings.dropout)
+        tag_index = {tag: i for i, tag in enumerate(labels)}
+        train_ds = tag_dataset(train, tokenizer, ids, tag_index=tag_index, shuffle=True, seed=settings.seed, **shape)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
+        metrics, weighted = None, [keras.metrics.SparseCategoricalAccuracy(name="tag_accuracy")]
+    else:
+        saved = build_sentence_encoder(encoder, pooling=settings.pooling)
+        model = build_similarity_trainer(saved, contrastive=settings.contrastive)
+        targets = None
+        if train.labels is not None and not settings.contrastive:
+            low, high = float(min(train.labels)), float(max(train.labels))
+            if high <= low:
+                raise ValueError(f"all similarity labels equal {low}; scores need a range to learn from")
+            info.target_range = [low, high]
+            targets = [(label - low) / (high - low) for label in train.labels]
+        train_ds = pair_dataset(train, tokenizer, ids, targets=targets, contrastive=settings.contrastive,
+                                shuffle=True, seed=settings.seed, drop_remainder=settings.contrastive
+                                and len(train) >= settings.batch_size, **shape)
+        if settings.contrastive:
+            steps_per_epoch = max(1, len(train) // settings.batch_size)
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        else:
+            loss = keras.losses.MeanSquaredError()
+        metrics, weighted = None, None
+
+    total_steps = steps_per_epoch * settings.epochs
+    model.compile(
+        optimizer=make_optimizer(settings.learning_rate, total_steps,
+                                 max(1, int(settings.warmup_fraction * total_steps)),
+                                 settings.weight_decay),
+        loss=loss, metrics=metrics, weighted_metrics=weighted, jit_compile=settings.jit_compile,
+    )
+    tasker = Tasker(saved, run.vocabulary, info)
+    callbacks = []
+    if evaluation is not None:
+        monitor = f"eval_{PRIMARY_METRIC[task]}"
+        if task == "similarity" and evaluation.labels is None:
+            monitor = "eval_retrieval_accuracy"
+        callbacks += [
+            _EvaluateEachEpoch(tasker, evaluation, settings.batch_size),
+            keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=settings.patience,
+                                          restore_best_weights=True, verbose=1 if verbose else 0),
+        ]
+    callbacks.append(keras.callbacks.CSVLogger(os.path.join(out, METRICS_FILE)))
+    if verbose:
+        origin = "random initialisation" if settings.random_init else f"the encoder of {run_dir}"
+        print(f"fine-tuning {task} ({model.count_params():,} parameters) from {origin}: {len(train)} training "
+              f"examples, {settings.epochs} epochs of {steps_per_epoch} steps", flush=True)
+    start = time.time()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+        history = model.fit(train_ds, epochs=settings.epochs, callbacks=callbacks, verbose=verbose)
+    seconds = time.time() - start
+    losses = history.history.get("loss", [])
+    if any(not math.isfinite(v) for v in losses):
+        raise ValueError("fine-tuning stopped: the loss became NaN; lower --learning-rate")
+
+    result = {"epochs": len(losses), "train_examples": len(train), "seconds": round(seconds, 1),
+              "random_init": settings.random_init}
+    if evaluation is not None:
+        result["eval"] = evaluate_task(tasker, evaluation, settings.batch_size)
+    if test is not None:
+        result["test"] = evaluate_task(tasker, test, settings.batch_size)
+    record = dataclasses.asdict(info)
+    record.update(source_run=os.path.abspath(run_dir), settings=dataclasses.asdict(settings), metrics=result)
+    save_vocabulary(run.vocabulary, os.path.join(out, VOCAB_FILE))
+    tmp = os.path.join(out, MODEL_FILE + ".tmp.keras")
+    saved.save(tmp)
+    os.replace(tmp, os.path.join(out, MODEL_FILE))
+    tmp = os.path.join(out, TASK_FILE + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, os.path.join(out, TASK_FILE))  # written last: its presence marks a finished model
+    return result

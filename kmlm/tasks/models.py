@@ -1,0 +1,105 @@
+"""Task models on top of a pretrained `Encoder` (the same layers and weights, not a copy).
+
+| builder | output |
+|---|---|
+| `build_classifier` | logits [B, C] from a tanh pooler on [CLS] (single texts and pairs) |
+| `build_tagger` | logits [B, S, T] per token (the first piece of each word carries its tag) |
+| `build_sentence_encoder` | sentence vectors [B, H] (mean over real tokens, or [CLS]) |
+| `build_similarity_trainer` | cosine of two sentence vectors [B], or in-batch scores [B, B] |
+
+All take and return Keras functional models whose inputs are named `token_ids`,
+`segment_ids`, `document_ids` (prefixed `a_`/`b_` for the two sides of a similarity pair).
+"""
+
+import keras
+from keras import ops
+
+from kmlm.layers import SequencePooling
+from kmlm.model import ENCODER_INPUTS
+
+
+def _inputs(prefix=""):
+    return {prefix + name: keras.Input(shape=(None,), dtype="int32", name=prefix + name) for name in ENCODER_INPUTS}
+
+
+def _initializer(encoder):
+    return keras.initializers.TruncatedNormal(stddev=encoder.config.initializer_range)
+
+
+def build_classifier(encoder, num_classes, *, dropout=0.1, pooler_weights=None):
+    """Sequence (or sequence-pair) classifier: [CLS] -> Dense+tanh pooler -> dropout -> logits.
+
+    Args:
+        encoder: a kmlm `Encoder`; its weights are shared, so fine-tuning updates it.
+        num_classes: C.
+        dropout: dropout before the output layer.
+        pooler_weights: optional (kernel [H, H], bias [H]) of a pretrained pooler.
+
+    Example:
+    >>> classifier = build_classifier(run.encoder, num_classes=2)
+    >>> classifier(features).shape
+    (32, 2)
+    """
+    inputs = _inputs()
+    sequence = encoder(inputs)
+    cls = SequencePooling("cls", name="cls_token")(sequence, inputs["document_ids"])
+    pooler = keras.layers.Dense(encoder.config.hidden_dim, activation="tanh",
+                                kernel_initializer=_initializer(encoder), name="pooler")
+    pooled = pooler(cls)
+    if pooler_weights is not None:
+        pooler.set_weights([w for w in pooler_weights])
+    pooled = keras.layers.Dropout(dropout, name="dropout")(pooled)
+    logits = keras.layers.Dense(num_classes, kernel_initializer=_initializer(encoder), dtype="float32",
+                                name="logits")(pooled)
+    return keras.Model(inputs, logits, name="classifier")
+
+
+def build_tagger(encoder, num_tags, *, dropout=0.1):
+    """Token classifier: every position's hidden state -> dropout -> tag logits [B, S, T]."""
+    inputs = _inputs()
+    sequence = keras.layers.Dropout(dropout, name="dropout")(encoder(inputs))
+    logits = keras.layers.Dense(num_tags, kernel_initializer=_initializer(encoder), dtype="float32",
+                                name="tag_logits")(sequence)
+    return keras.Model(inputs, logits, name="tagger")
+
+
+def build_sentence_encoder(encoder, *, pooling="mean"):
+    """Sentence vectors [B, H] float32: the mean of real tokens' hidden states (padding never
+    counts) or the [CLS] hidden state."""
+    inputs = _inputs()
+    vectors = SequencePooling(pooling, name="pooling")(encoder(inputs), inputs["document_ids"])
+    return keras.Model(inputs, vectors, name="sentence_encoder")
+
+
+class PairScores(keras.layers.Layer):
+    """Cosine similarity of paired vectors [B], or with `in_batch=True` the scaled cosine of
+    every a with every b [B, B] (row i's positive is column i, the others are negatives)."""
+
+    def __init__(self, in_batch=False, scale=20.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.in_batch = bool(in_batch)
+        self.scale = float(scale)
+
+    def call(self, a, b):
+        a = a / ops.maximum(ops.norm(a, axis=-1, keepdims=True), 1e-12)
+        b = b / ops.maximum(ops.norm(b, axis=-1, keepdims=True), 1e-12)
+        if self.in_batch:
+            return self.scale * ops.matmul(a, ops.transpose(b))
+        return ops.sum(a * b, axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"in_batch": self.in_batch, "scale": self.scale})
+        return config
+
+
+def build_similarity_trainer(sentence_encoder, *, contrastive=False, scale=20.0):
+    """Two-tower training model over one shared sentence encoder: inputs `a_*` and `b_*`;
+    output the pair's cosine [B] (regress it on a score), or in-batch scores [B, B] for
+    contrastive training with the other pairs of the batch as negatives."""
+    a, b = _inputs("a_"), _inputs("b_")
+    vector_a = sentence_encoder({name: a["a_" + name] for name in ENCODER_INPUTS})
+    vector_b = sentence_encoder({name: b["b_" + name] for name in ENCODER_INPUTS})
+    scores = PairScores(in_batch=contrastive, scale=scale, name="pair_scores")(vector_a, vector_b)
+    return keras.Model({**a, **b}, scores, name="similarity_trainer")

@@ -1,0 +1,78 @@
+"""Small labelled datasets with a learnable signal, written inside the tests."""
+
+import json
+import random
+
+FILLER = ("the", "a", "of", "to", "is", "in", "and", "for", "this", "that", "with", "be", "by", "on", "as",
+          "it", "an", "or", "are", "value", "object", "function", "method", "name", "default", "return")
+TOPICS = {
+    "files": ("file", "directory", "path", "read", "write", "open"),
+    "numbers": ("integer", "float", "number", "decimal", "sum", "divide"),
+}
+ENTITY_WORDS = {"PER": (("alice", "smith"), ("bob",), ("carol", "jones", "lee")),
+                "LOC": (("paris",), ("new", "york"), ("berlin",))}
+
+
+def topic_examples(count, seed, pair=False):
+    """classify: the label is the topic whose keywords the text contains; pair: the label says
+    whether both texts share a topic."""
+    rng = random.Random(seed)
+    names = sorted(TOPICS)
+
+    def sentence(topic):
+        words = [rng.choice(FILLER) for _ in range(rng.randint(5, 12))]
+        for _ in range(2):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(TOPICS[topic]))
+        return " ".join(words)
+
+    rows = []
+    for _ in range(count):
+        topic = rng.choice(names)
+        if pair:
+            other = rng.choice(names)
+            rows.append({"text": sentence(topic), "text_pair": sentence(other),
+                         "label": "same" if other == topic else "different"})
+        else:
+            rows.append({"text": sentence(topic), "label": topic})
+    return rows
+
+
+def tag_examples(count, seed):
+    """tag: person and place names (one to three words) among filler words, BIO-tagged."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        tokens, tags = [], []
+        for _ in range(rng.randint(2, 4)):
+            tokens += [rng.choice(FILLER) for _ in range(rng.randint(1, 3))]
+            tags += ["O"] * (len(tokens) - len(tags))
+            kind = rng.choice(sorted(ENTITY_WORDS))
+            name = rng.choice(ENTITY_WORDS[kind])
+            tokens += list(name)
+            tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(name) - 1)
+        rows.append({"tokens": tokens, "tags": tags})
+    return rows
+
+
+def similarity_examples(count, seed):
+    """similarity: the score is how many of the two texts' three topic words agree."""
+    rng = random.Random(seed)
+    names = sorted(TOPICS)
+    rows = []
+    for _ in range(count):
+        first = [rng.choice(names) for _ in range(3)]
+        second = [t if rng.random() < 0.5 else rng.choice(names) for t in first]
+        score = sum(a == b for a, b in zip(first, second))
+
+        def text(topics):
+            return " ".join(rng.choice(FILLER) + " " + rng.choice(TOPICS[t]) for t in topics)
+
+        rows.append({"text": text(first), "text_pair": text(second), "label": float(score)})
+    return rows
+
+
+def write_jsonl(path, rows):
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    return str(path)
