@@ -12,6 +12,13 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line in one line (argparse alone prints the usage too)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 CORPUS_HELP = (
     "text corpus: a file, directory or glob of UTF-8 .txt/.gz files (documents separated by "
     "blank lines), tfds:NAME[/CONFIG][:SPLIT][:FEATURE], or builtin:python-docs "
@@ -35,7 +42,7 @@ def _positive_int(text):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kmlm",
         description="BERT-style masked language modeling for TensorFlow/Keras.",
         formatter_class=_Formatter,

@@ -1,17 +1,26 @@
 """The pretraining job behind `kmlm pretrain`: vocabulary, model, `model.fit`, run directory."""
 
 import dataclasses
-import json
 import math
 import os
 import shutil
+import tempfile
 import time
 import warnings
 
 import keras
 import tensorflow as tf
 
+from kmlm import distributed
 from kmlm import run_directory as rd
+from kmlm.checkpointing import (
+    AtomicBackupAndRestore,
+    AtomicWeightsCheckpoint,
+    NonFiniteLossError,
+    StopOnNonFiniteLoss,
+    replace_atomically,
+    write_json_atomically,
+)
 from kmlm.config import ModelConfig
 from kmlm.curves import plot_curves
 from kmlm.evaluation import eval_dataset, evaluate_masked_lm
@@ -30,7 +39,7 @@ from kmlm.pipelines import (
 )
 from kmlm.training import PRECISIONS, compile_for_pretraining, set_precision
 
-DISTRIBUTIONS = ("default", "mirrored", "multi-worker", "tpu")
+DISTRIBUTIONS = distributed.STRATEGIES
 
 
 @dataclasses.dataclass
@@ -66,6 +75,7 @@ class PretrainSettings:
     eval_batches: int = 4
     log_points: int = 20
     distribution: str = "default"
+    data_service: str | None = None
     model_overrides: dict = dataclasses.field(default_factory=dict)
     init_embeddings: str | None = None
 
@@ -104,22 +114,18 @@ class PretrainSettings:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.distribution not in DISTRIBUTIONS:
-            raise ValueError(f"unknown distribution {self.distribution!r}; choose one of {', '.join(DISTRIBUTIONS)}")
+            raise ValueError(f"unknown strategy {self.distribution!r}; choose one of {', '.join(DISTRIBUTIONS)}")
+        if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
+            raise ValueError(f"--learning-rate {self.learning_rate} must be a positive number, e.g. 5e-4")
+        if self.distribution == "multi-worker":
+            if not self.vocab:
+                raise ValueError(
+                    "--strategy multi-worker needs --vocab FILE so that every worker uses the same vocabulary; "
+                    "learn one first with `kmlm vocab`"
+                )
+            distributed.read_tf_config()
         if self.init_embeddings and not os.path.isfile(self.init_embeddings):
             raise FileNotFoundError(f"--init-embeddings {self.init_embeddings!r} is not a word vectors file")
-
-
-def _strategy(name):
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi-worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    return tf.distribute.get_strategy()
 
 
 def _settings_record(settings, model_config, steps_per_epoch, epochs):
@@ -176,15 +182,21 @@ def pretrain(out, settings=None, verbose=1):
     """
     settings = settings or PretrainSettings()
     settings.validate()
+    # First: MultiWorkerMirroredStrategy must configure collective ops before any TF work.
+    strategy = distributed.make_strategy(settings.distribution)
+    chief = distributed.worker_index(strategy) == 0
+    if chief:
+        _check_writable(out)
     stats = CorpusStats()
     documents = load_documents(settings.corpus, one_per_line=settings.one_per_line, stats=stats)
     vocabulary = load_vocabulary(settings.vocab) if settings.vocab else None
     if vocabulary is not None:
         settings.model_config(len(vocabulary))
-    previous = _prepare_run_directory(out, settings)
+    # Only the chief writes the run directory; other workers read its backup when resuming.
+    previous = _prepare_run_directory(out, settings) if chief else None
     train_documents = split_documents(documents, "train", settings.eval_fraction)
 
-    if previous is not None:
+    if previous is not None and chief:
         vocabulary = load_vocabulary(os.path.join(out, rd.VOCAB_FILE))
     elif vocabulary is None:
         _log(verbose, f"learning a {settings.vocab_size}-token WordPiece vocabulary ({settings.vocab_method}) ...")
@@ -203,22 +215,50 @@ def pretrain(out, settings=None, verbose=1):
                 "settings to resume, or choose a new --out"
             )
         _log(verbose, f"resuming the unfinished run in {out}")
-    else:
+    elif chief:
         os.makedirs(out, exist_ok=True)
         save_vocabulary(vocabulary, os.path.join(out, rd.VOCAB_FILE))
         rd.write_settings(out, record)
 
     data = record["data"]
     masking = settings.masking_config()
-    train_ds = mlm_dataset(
-        train_documents,
-        vocabulary,
-        seq_len=settings.seq_len,
-        batch_size=settings.batch_size,
-        masking=masking,
-        lowercase=settings.lowercase,
-        packing=settings.packing,
-    )
+    backup_dir = os.path.join(out, rd.BACKUP_DIR)
+    start_epoch = AtomicBackupAndRestore.saved_epoch(backup_dir)
+    # A resumed run continues the input where the backup left it: same batches, same masks.
+    start_batch = start_epoch * steps_per_epoch
+
+    def train_dataset(documents, batch_size, masking):
+        return mlm_dataset(
+            documents,
+            vocabulary,
+            seq_len=settings.seq_len,
+            batch_size=batch_size,
+            masking=masking,
+            lowercase=settings.lowercase,
+            packing=settings.packing,
+            start_batch=start_batch,
+        )
+
+    multi_worker = distributed.is_multi_worker(strategy)
+    if multi_worker:
+        per_replica = distributed.per_replica_batch_size(strategy, settings.batch_size)
+
+        def worker_dataset(context):
+            # Each worker reads its own files (or every n-th document of a single file), and
+            # draws its own shuffles and masks.
+            shard = split_documents(
+                load_documents(settings.corpus, one_per_line=settings.one_per_line, input_context=context),
+                "train",
+                settings.eval_fraction,
+            )
+            seeded = dataclasses.replace(masking, seed=masking.seed + 1_000_003 * context.input_pipeline_id)
+            dataset = train_dataset(shard, per_replica, seeded)
+            return distributed.use_data_service(dataset, settings.data_service, _service_job(out, context))
+
+    else:
+        train_ds = distributed.use_data_service(
+            train_dataset(train_documents, settings.batch_size, masking), settings.data_service, _service_job(out)
+        )
     val_ds, val_steps = None, None
     if settings.eval_batches > 0:
         # A few fixed held-out batches, cached: every epoch sees the same masks, cheaply.
@@ -232,7 +272,7 @@ def pretrain(out, settings=None, verbose=1):
     previous_policy = keras.config.dtype_policy()
     set_precision(settings.precision)
     try:
-        with _strategy(settings.distribution).scope():
+        with strategy.scope():
             model = build_mlm_model(model_config, data["max_predictions"])
             if settings.init_embeddings:
                 from kmlm.word_vectors import init_token_embeddings
@@ -250,52 +290,102 @@ def pretrain(out, settings=None, verbose=1):
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
-    os.makedirs(os.path.join(out, rd.CHECKPOINT_DIR), exist_ok=True)
+    checkpoint_path = os.path.join(out, rd.CHECKPOINT_DIR, "last.weights.h5")
+    checkpoint = AtomicWeightsCheckpoint(checkpoint_path)
+
+    def last_good_checkpoint():
+        epoch = checkpoint.last_epoch or start_epoch
+        if not epoch or not os.path.isfile(checkpoint_path):
+            return "none (no epoch finished before it)"
+        return f"{checkpoint_path} (step {epoch * steps_per_epoch}; re-running resumes from the backup of that step)"
+
     callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(out, rd.BACKUP_DIR)),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(out, rd.CHECKPOINT_DIR, "last.weights.h5"), save_weights_only=True
-        ),
-        keras.callbacks.CSVLogger(os.path.join(out, rd.METRICS_FILE), append=True),
-        keras.callbacks.TensorBoard(os.path.join(out, rd.LOG_DIR), write_graph=False),
-        keras.callbacks.TerminateOnNaN(),
+        StopOnNonFiniteLoss(steps_per_epoch, last_good_checkpoint),
+        AtomicBackupAndRestore(backup_dir, save=chief),
     ]
+    if chief:
+        os.makedirs(os.path.join(out, rd.CHECKPOINT_DIR), exist_ok=True)
+        callbacks += [
+            checkpoint,
+            keras.callbacks.CSVLogger(os.path.join(out, rd.METRICS_FILE), append=True),
+            keras.callbacks.TensorBoard(os.path.join(out, rd.LOG_DIR), write_graph=False),
+        ]
+    else:
+        verbose = 0
     _log(
         verbose,
         f"training {settings.preset} ({model.count_params():,} parameters) for {steps_per_epoch * epochs} steps "
         f"of {settings.batch_size}x{settings.seq_len} tokens, {settings.masking} masking at {settings.mask_rate}",
     )
-    with warnings.catch_warnings():
-        # Keras warns that `shuffle` is ignored for tf.data input; the pipeline shuffles.
-        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-        history = model.fit(
-            train_ds,
-            steps_per_epoch=steps_per_epoch,
-            epochs=epochs,
-            validation_data=val_ds,
-            validation_steps=val_steps,
-            callbacks=callbacks,
-            verbose=verbose,
-        )
+    try:
+        if multi_worker:
+            # model.fit fails under MultiWorkerMirroredStrategy (see kmlm.distributed).
+            distributed.fit_distributed(
+                model,
+                strategy,
+                worker_dataset,
+                steps_per_epoch=steps_per_epoch,
+                epochs=epochs,
+                validation_data=val_ds,
+                validation_steps=val_steps,
+                callbacks=callbacks,
+                verbose=1 if verbose == "auto" else verbose,
+            )
+        else:
+            with warnings.catch_warnings():
+                # Keras warns that `shuffle` is ignored for tf.data input; the pipeline shuffles.
+                warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+                model.fit(
+                    train_ds,
+                    steps_per_epoch=steps_per_epoch,
+                    epochs=epochs,
+                    validation_data=val_ds,
+                    validation_steps=val_steps,
+                    callbacks=callbacks,
+                    verbose=verbose,
+                )
+    except NonFiniteLossError as error:
+        raise ValueError(str(error)) from None
     if stats.invalid_utf8:
         _log(verbose, f"replaced {stats.invalid_utf8} invalid UTF-8 sequences in the corpus")
-    if model.stop_training and any(not math.isfinite(v) for v in history.history.get("loss", [0.0])):
-        raise ValueError("training stopped: the loss became NaN; lower --learning-rate or use --precision float32")
+    if not chief:
+        # Non-chief workers leave only their final weights, to check that they match the chief's.
+        os.makedirs(out, exist_ok=True)
+        replace_atomically(os.path.join(out, f"worker-{distributed.worker_index(strategy)}.weights.h5"), model.save_weights)
+        return {}
 
     _save_model_atomically(model, os.path.join(out, rd.MODEL_FILE))
     plot_curves(os.path.join(out, rd.METRICS_FILE), os.path.join(out, rd.CURVES_FILE), steps_per_epoch)
     _log(verbose, "evaluating on the held-out split ...")
     metrics = evaluate_masked_lm(model, eval_dataset(data, vocabulary), max_batches=100, verbose=1 if verbose else 0)
-    with open(os.path.join(out, "evaluation.json"), "w", encoding="utf-8") as f:
-        json.dump(metrics, f, indent=2)
+    write_json_atomically(os.path.join(out, "evaluation.json"), metrics)
     return metrics
 
 
 def _save_model_atomically(model, path):
     # A kill while saving must not leave a model.keras that looks finished.
-    tmp = path + ".tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
+    replace_atomically(path, model.save)
+
+
+def _check_writable(out):
+    """Refuses an --out that cannot be written, before any training work."""
+    folder = os.path.abspath(out)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(f"--out {out!r} is inside {folder!r}, which is a file; choose a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".kmlm-write-test-", dir=folder))
+    except OSError as error:
+        raise PermissionError(
+            f"--out {out!r} cannot be written: {folder!r} refuses new files ({error.strerror}); choose a writable directory"
+        ) from None
+
+
+def _service_job(out, context=None):
+    """The tf.data service job name: one job per run directory (and input pipeline)."""
+    name = "kmlm-" + os.path.basename(os.path.abspath(out))
+    return name if context is None else f"{name}-{context.input_pipeline_id}"
 
 
 def _log(verbose, message):

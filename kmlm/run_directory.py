@@ -127,9 +127,30 @@ def read_settings(path):
             settings = json.load(f)
         except json.JSONDecodeError as error:
             raise ValueError(f"{config_path!r} is not valid JSON ({error})") from None
-    if "model" not in settings:
+    if not isinstance(settings, dict) or "model" not in settings:
         raise ValueError(f"{config_path!r} has no \"model\" section; it was not written by kmlm")
+    _check_version(config_path, settings.get("kmlm_version"))
     return settings
+
+
+def _check_version(config_path, written_by):
+    """Refuses a run written by a newer kmlm (older runs stay readable)."""
+    from kmlm import __version__
+
+    def release(version):
+        try:
+            return tuple(int(part) for part in str(version).split(".")[:2])
+        except ValueError:
+            return None
+
+    if written_by is None:
+        return
+    theirs, ours = release(written_by), release(__version__)
+    if theirs is None or theirs > ours:
+        raise ValueError(
+            f"{config_path!r} was written by kmlm {written_by}, which this kmlm {__version__} cannot read; "
+            f"upgrade kmlm (pip install -U kmlm) or use a run written by kmlm <= {__version__}"
+        )
 
 
 def load_run(path, compile=False):
@@ -148,11 +169,35 @@ def load_run(path, compile=False):
             "`kmlm pretrain` command to resume it"
         )
     vocabulary = load_vocabulary(os.path.join(path, VOCAB_FILE))
-    model = keras.saving.load_model(model_path, compile=compile, safe_mode=True)
+    model_config = ModelConfig.from_dict(settings["model"])
+    if len(vocabulary) != model_config.vocabulary_size:
+        raise ValueError(
+            f"{os.path.join(path, VOCAB_FILE)!r} has {len(vocabulary)} tokens but the run's model has "
+            f"vocabulary_size={model_config.vocabulary_size}; restore the vocab.txt that the run was trained with"
+        )
+    model = load_model_safely(model_path, compile=compile)
     return Run(
         path=path,
         settings=settings,
-        model_config=ModelConfig.from_dict(settings["model"]),
+        model_config=model_config,
         vocabulary=vocabulary,
         model=model,
     )
+
+
+def load_model_safely(model_path, compile=False):
+    """Loads a `.keras` file in Keras safe mode: a file that would run Python code on load
+    (a `Lambda` layer holding a function) is refused, as is a corrupted file, in one line."""
+    try:
+        return keras.saving.load_model(model_path, compile=compile, safe_mode=True)
+    except Exception as error:  # zipfile, h5py and Keras each raise their own types
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "safe_mode" in str(error) or "Lambda" in str(error):
+            raise ValueError(
+                f"refused to load {model_path!r}: it holds Python code (a Lambda layer), which safe mode never "
+                "runs; kmlm writes no such models, so do not trust this file"
+            ) from None
+        raise ValueError(
+            f"{model_path!r} is not a readable Keras model ({type(error).__name__}: {first[:200]}); it is corrupted "
+            "or was not written by kmlm: re-run `kmlm pretrain` with --overwrite"
+        ) from None

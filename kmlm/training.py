@@ -1,6 +1,9 @@
 """Optimizer, schedule, loss and metrics for masked-language-model pretraining."""
 
+import threading
+
 import keras
+import tensorflow as tf
 from keras import ops
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -65,6 +68,36 @@ class MaskedPerplexity(keras.metrics.Metric):
         self.total_weight.assign(0.0)
 
 
+# MirroredStrategy traces each replica's step in its own thread: the flag is per thread.
+_REDUCED = threading.local()
+
+
+@keras.saving.register_keras_serializable(package="kmlm")
+class GlobalClipAdamW(keras.optimizers.AdamW):
+    """AdamW whose global-norm clipping sees the gradient of the whole global batch.
+
+    Keras 3.15 clips each replica's gradient before summing them across replicas, so under
+    `tf.distribute` the clip depends on how the batch is split. This optimizer sums the
+    gradients across replicas first, clips the sum, and skips Keras' second sum: N replicas
+    then take the same step as one device given the same global batch.
+    """
+
+    def _clip_gradients(self, grads):
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            present = [g for g in grads if g is not None]
+            reduced = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, present) if present else [])
+            grads = [None if g is None else next(reduced) for g in grads]
+            _REDUCED.flag = True  # read, at trace time, by _all_reduce_sum_gradients
+        return super()._clip_gradients(grads)
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        if getattr(_REDUCED, "flag", False):
+            _REDUCED.flag = False
+            return list(grads_and_vars)
+        return super()._all_reduce_sum_gradients(grads_and_vars)
+
+
 def set_precision(precision):
     """Sets the global Keras dtype policy: "float32", "mixed_float16" or "mixed_bfloat16".
 
@@ -90,7 +123,7 @@ def make_optimizer(learning_rate=5e-4, total_steps=10_000, warmup_steps=None, we
     if warmup_steps is None:
         warmup_steps = max(1, total_steps // 10)
     schedule = WarmupLinearDecay(learning_rate, warmup_steps, total_steps)
-    optimizer = keras.optimizers.AdamW(
+    optimizer = GlobalClipAdamW(
         learning_rate=schedule,
         weight_decay=weight_decay,
         beta_1=0.9,

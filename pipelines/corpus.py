@@ -37,8 +37,11 @@ _SOURCE_HINT = "give a file, directory, glob, tfds:NAME or builtin:python-docs"
 _GLOB_CHARS = "*?["
 _TEXT_SUFFIXES = (".txt", ".gz")
 # A "document" without blank lines is cut after this many characters so that a file with
-# no paragraph breaks cannot become one string the size of the file.
-_MAX_DOCUMENT_CHARS = 1 << 20
+# no paragraph breaks cannot become one string the size of the file; the shuffle buffer of
+# mlm_dataset (2,048 documents) then holds at most ~64 MiB of text.
+_MAX_DOCUMENT_CHARS = 1 << 15
+# Lines are read in pieces of at most this many bytes: one enormous line is split, not loaded.
+_MAX_READ_BYTES = 1 << 16
 # Documents travel from the Python reader into tf.data in lists of this many.
 _READ_BATCH = 256
 # Hash buckets for the train/eval split; fine enough for eval fractions down to 1e-6.
@@ -112,8 +115,10 @@ def load_documents(
         one_per_line: For text files, make every non-blank line a document instead of
             splitting on blank lines. Ignored for tfds and builtin sources.
         stats: A `CorpusStats` to fill in (files found, invalid UTF-8 replaced).
-        input_context: A `tf.distribute.InputContext`; the documents are sharded by its
-            `input_pipeline_id`. Give it here or to `mlm_dataset`, not both.
+        input_context: A `tf.distribute.InputContext`; the corpus is sharded by its
+            `input_pipeline_id`: by file when there are at least as many text files as
+            input pipelines (each reads only its files), else by document (each keeps
+            every n-th). Give it here or to `mlm_dataset`, not both.
         tfds_data_dir: Where prepared TFDS datasets live; `None` uses TFDS' default
             (`$TFDS_DATA_DIR` or `~/tensorflow_datasets`).
 
@@ -139,7 +144,13 @@ def load_documents(
     elif source.startswith("tfds:"):
         documents = _load_tfds(source, tfds_data_dir)
     else:
-        documents = _load_text_files(source, one_per_line, stats)
+        paths = _resolve_paths(source)
+        _check_has_text(source, paths)
+        if input_context is not None and len(paths) >= input_context.num_input_pipelines > 1:
+            # Shard by file: each input pipeline reads only its own files.
+            paths = paths[input_context.input_pipeline_id::input_context.num_input_pipelines]
+            input_context = None
+        documents = _load_text_files(paths, one_per_line, stats)
     if input_context is not None:
         documents = documents.shard(
             input_context.num_input_pipelines, input_context.input_pipeline_id
@@ -159,9 +170,7 @@ def _load_builtin(source: str) -> tf.data.Dataset:
 # Text files
 
 
-def _load_text_files(source: str, one_per_line: bool, stats: CorpusStats) -> tf.data.Dataset:
-    paths = _resolve_paths(source)
-    _check_has_text(source, paths)
+def _load_text_files(paths: list[str], one_per_line: bool, stats: CorpusStats) -> tf.data.Dataset:
     stats.files = tuple(paths)
     documents = tf.data.Dataset.from_generator(
         lambda: _read_documents(paths, one_per_line, stats),
@@ -197,7 +206,20 @@ def _resolve_paths(source: str) -> list[str]:
                         f"corpus file {path!r} is not gzip-compressed; rename it without .gz "
                         "or compress it with gzip"
                     )
+        _check_not_binary(path)
     return paths
+
+
+def _check_not_binary(path: str) -> None:
+    """Raises for a file whose start holds NUL bytes (an image, archive, UTF-16 text...)."""
+    with _open_text_file(path) as file:
+        head = file.read(1 << 13)
+    offset = head.find(b"\x00")
+    if offset >= 0:
+        raise ValueError(
+            f"corpus file {path!r} is binary, not text (a NUL byte at offset {offset}); "
+            "give UTF-8 text files (convert UTF-16 with iconv -f UTF-16 -t UTF-8)"
+        )
 
 
 def _text_files_under(folder: str) -> list[str]:
@@ -248,7 +270,7 @@ def _read_documents(paths: list[str], one_per_line: bool, stats: CorpusStats):
         lines: list[str] = []
         size = 0
         with _open_text_file(path) as file:
-            for raw in file:
+            for raw in _read_line_pieces(file):
                 line, bad = _decode_line(raw)
                 replaced += bad
                 line = line.rstrip("\r\n")
@@ -269,6 +291,27 @@ def _read_documents(paths: list[str], one_per_line: bool, stats: CorpusStats):
         stats._record(path, replaced)
     if batch:
         yield batch
+
+
+def _read_line_pieces(file, limit: int = _MAX_READ_BYTES):
+    """Yields the lines of a binary file; a line longer than `limit` bytes comes in pieces
+    cut at UTF-8 character boundaries, so memory stays bounded whatever the line length."""
+    carry = b""
+    while raw := file.readline(limit):
+        raw = carry + raw
+        carry = b""
+        if not raw.endswith(b"\n"):
+            cut = len(raw)
+            # Back up over continuation bytes (10xxxxxx) to the start of a character.
+            while cut > max(0, len(raw) - 4) and raw[cut - 1] & 0xC0 == 0x80:
+                cut -= 1
+            if cut > 0 and raw[cut - 1] >= 0xC0:
+                cut -= 1
+            if 0 < cut < len(raw):
+                raw, carry = raw[:cut], raw[cut:]
+        yield raw
+    if carry:
+        yield carry
 
 
 # ---------------------------------------------------------------------------------------

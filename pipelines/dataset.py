@@ -25,6 +25,7 @@ def mlm_dataset(
     input_context: tf.distribute.InputContext | None = None,
     tokenize_batch: int = 256,
     shuffle_seed: int | None = None,
+    start_batch: int = 0,
 ) -> tf.data.Dataset:
     """Builds the masked language modeling input pipeline.
 
@@ -54,6 +55,9 @@ def mlm_dataset(
             `input_pipeline_id` (do not also shard in `load_documents`).
         tokenize_batch: How many documents are tokenized and packed together.
         shuffle_seed: Seed of the shuffles; `None` (default) uses `masking.seed`.
+        start_batch: Training only: begin at this batch of the stream, with the masks it
+            would have had (a resumed run continues where it stopped). The batches before
+            it are read and packed but not masked.
 
     Returns:
         A dataset of `(features, mask_ids, mask_weights)` as `Masker` returns them, with
@@ -110,8 +114,11 @@ def mlm_dataset(
         batches = rows.batch(batch_size).map(
             tf.autograph.experimental.do_not_convert(lambda batch: _fill_batch(batch, batch_size))
         )
+    if not isinstance(start_batch, int) or start_batch < 0 or (start_batch and not training):
+        raise ValueError(f"start_batch={start_batch!r} must be a non-negative integer (and 0 in evaluation mode)")
     return (
         batches.enumerate()
+        .skip(start_batch)
         .map(tf.autograph.experimental.do_not_convert(lambda step, batch: masker(batch, step)),
              num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
