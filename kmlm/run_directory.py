@@ -22,6 +22,7 @@ import keras
 
 from kmlm.config import ModelConfig
 from kmlm.model import MaskedLMModel  # noqa: F401  (registers the classes load_model needs)
+from kmlm.training import GlobalClipAdamW  # noqa: F401  (registers the optimizer, for compile=True)
 from kmlm.pipelines import load_vocabulary
 
 CONFIG_FILE = "config.json"

@@ -187,33 +187,47 @@ def test_two_multi_worker_processes_train_and_end_with_identical_weights(tmp_pat
     assert diff == 0.0
 
 
+DATA_SERVICE_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    import numpy as np
+    import tensorflow as tf
+    from kmlm.cli import main
+    from kmlm.distributed import use_data_service
+    from kmlm.pipelines import load_documents, load_vocabulary, mlm_dataset
+
+    corpus, vocab, out = sys.argv[1:4]
+    service = tf.data.experimental.service
+    dispatcher = service.DispatchServer(service.DispatcherConfig(port=0, protocol="grpc"))
+    address = dispatcher.target.split("://")[1]
+    worker = service.WorkerServer(service.WorkerConfig(dispatcher_address=address, worker_address="127.0.0.1:%port%"))
+
+    local = mlm_dataset(load_documents(corpus), load_vocabulary(vocab), seq_len=32, batch_size=4)
+    served = use_data_service(local, dispatcher.target, "kmlm-test")
+    same = all(
+        all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(tf.nest.flatten(one), tf.nest.flatten(two)))
+        for one, two in zip(local.take(3), served.take(3))
+    )
+    code = main(["pretrain", "--corpus", corpus, "--vocab", vocab, "--out", out, "--preset", "tiny", "--seq-len", "32",
+                 "--batch-size", "4", "--steps", "2", "--log-points", "1", "--eval-batches", "0", "--no-jit",
+                 "--quiet", "--data-service", address])
+    print(json.dumps({"same_batches": same, "code": code, "address": address}), flush=True)
+    os._exit(0)  # stopping an in-process tf.data service worker can block; the test is done
+    """
+)
+
+
 @pytest.mark.slow
 def test_data_service_on_a_local_dispatcher_and_worker(tmp_path):
-    import tensorflow as tf
-
-    from kmlm.distributed import use_data_service
-    from kmlm.pipelines import learn_vocabulary, load_documents, mlm_dataset
-    from kmlm.pretrain import PretrainSettings, pretrain
-
-    dispatcher = tf.data.experimental.service.DispatchServer(
-        tf.data.experimental.service.DispatcherConfig(port=0, protocol="grpc"))
-    address = dispatcher.target.split("://")[1]
-    worker = tf.data.experimental.service.WorkerServer(  # noqa: F841  (serves until the test ends)
-        tf.data.experimental.service.WorkerConfig(dispatcher_address=address, worker_address="127.0.0.1:%port%"))
-    assert dispatcher.target.startswith("grpc://")
+    from kmlm.cli import main
 
     corpus = write_corpus(tmp_path / "corpus.txt", ENGLISH)
-    documents = load_documents(corpus)
-    vocabulary = learn_vocabulary(documents, 300)
-    local = mlm_dataset(documents, vocabulary, seq_len=32, batch_size=4)
-    served = use_data_service(local, dispatcher.target, "kmlm-test")
-    for (x1, y1, w1), (x2, y2, w2) in zip(local.take(3), served.take(3)):  # the same batches, built remotely
-        for name in x1:
-            np.testing.assert_array_equal(x1[name].numpy(), x2[name].numpy())
-        np.testing.assert_array_equal(y1.numpy(), y2.numpy())
-        np.testing.assert_array_equal(w1.numpy(), w2.numpy())
-
-    settings = PretrainSettings(corpus=corpus, preset="tiny", steps=2, seq_len=32, batch_size=4, vocab_size=300,
-                                log_points=1, eval_batches=0, jit_compile=False, data_service=address)
-    metrics = pretrain(str(tmp_path / "run"), settings, verbose=0)
-    assert (tmp_path / "run" / "model.keras").exists() and metrics["masked_tokens"] > 0
+    vocab = str(tmp_path / "vocab.txt")
+    assert main(["vocab", "--corpus", corpus, "--size", "300", "--out", vocab]) == 0
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-c", DATA_SERVICE_SCRIPT, corpus, vocab, str(out)], capture_output=True,
+                            text=True, timeout=400, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["same_batches"]  # the service's worker built exactly the local batches
+    assert report["code"] == 0 and (out / "model.keras").exists()
