@@ -78,6 +78,7 @@ class PretrainSettings:
     data_service: str | None = None
     model_overrides: dict = dataclasses.field(default_factory=dict)
     init_embeddings: str | None = None
+    objective: str = "mlm"
 
     def model_config(self, vocabulary_size):
         config = ModelConfig.from_preset(self.preset, vocabulary_size=vocabulary_size, **self.model_overrides)
@@ -182,6 +183,10 @@ def pretrain(out, settings=None, verbose=1):
     """
     settings = settings or PretrainSettings()
     settings.validate()
+    if settings.objective != "mlm":
+        from kmlm.sentence_pretraining import pretrain_with_sentence_pairs
+
+        return pretrain_with_sentence_pairs(out, settings, verbose)
     # First: MultiWorkerMirroredStrategy must configure collective ops before any TF work.
     strategy = distributed.make_strategy(settings.distribution)
     chief = distributed.worker_index(strategy) == 0
