@@ -210,6 +210,21 @@ def test_minilm_sentence_embeddings_match_sentence_transformers(minilm):
 
 
 @pytest.mark.slow
+def test_kmlm_embed_on_converted_minilm_gives_the_reference_sentence_embeddings(minilm, tmp_path, capsys):
+    _, run = minilm
+    reference = np.load(REFERENCE, allow_pickle=False)
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("\n".join(str(t) for t in reference["texts"]) + "\n", encoding="utf-8")
+    vectors = str(tmp_path / "vectors.npy")
+    assert main(["embed", run.path, "--input", str(sentences), "--out", vectors, "--pooling", "mean"]) == 0
+    capsys.readouterr()
+    embeddings = np.load(vectors, allow_pickle=False)
+    embeddings = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    assert np.abs(embeddings - reference["sentence_embeddings"]).max() < TOLERANCE
+    assert (embeddings * reference["sentence_embeddings"]).sum(1).min() >= 0.9999
+
+
+@pytest.mark.slow
 def test_minilm_without_mlm_head_refuses_fill_mask_but_loads(minilm, capsys):
     _, run = minilm
     assert not run.has_masked_lm_head and run.encoder is run.model.encoder
