@@ -223,6 +223,15 @@ def test_rerunning_after_a_kill_resumes(tmp_path):
     resumed_at = epochs[len(epochs_before)]
     assert 0 < resumed_at <= epochs_before[-1] + 1  # continued, did not start over
     assert epochs[-1] == 39 and (out / "model.keras").exists() and not (out / "backup").exists()
+    # The backup restored the optimizer (Adam moments, the step counter that drives the learning-rate
+    # schedule): a resumed run that restarted the counter would end below 400 steps.
+    from kmlm.run_directory import load_model_safely
+
+    model = load_model_safely(str(out / "model.keras"), compile=True)
+    assert int(model.optimizer.iterations.numpy()) == 400
+    # Steps lost to the kill: those after the last backup, fewer than one epoch of 10 steps.
+    print(f"killed after epoch {epochs_before[-1] + 1}; resumed at epoch {resumed_at + 1}; "
+          f"lost at most {10 * (epochs_before[-1] + 1 - resumed_at) + 9} steps of 400")
 
 
 @pytest.mark.slow
