@@ -17,6 +17,7 @@ RUN_DIR/pooler.safetensors  [CLS] pooler and next-sentence/sentence-order classi
 import dataclasses
 import json
 import os
+import zipfile
 
 import keras
 
@@ -189,6 +190,9 @@ def load_run(path, compile=False):
 def load_model_safely(model_path, compile=False):
     """Loads a `.keras` file in Keras safe mode: a file that would run Python code on load
     (a `Lambda` layer holding a function) is refused, as is a corrupted file, in one line."""
+    corrupted = "it is corrupted or was not written by kmlm: re-run `kmlm pretrain` with --overwrite"
+    if not zipfile.is_zipfile(model_path):  # e.g. truncated by a kill during a plain copy
+        raise ValueError(f"{model_path!r} is not a readable Keras model (not a complete .keras zip archive); {corrupted}")
     try:
         return keras.saving.load_model(model_path, compile=compile, safe_mode=True)
     except Exception as error:  # zipfile, h5py and Keras each raise their own types
@@ -198,7 +202,4 @@ def load_model_safely(model_path, compile=False):
                 f"refused to load {model_path!r}: it holds Python code (a Lambda layer), which safe mode never "
                 "runs; kmlm writes no such models, so do not trust this file"
             ) from None
-        raise ValueError(
-            f"{model_path!r} is not a readable Keras model ({type(error).__name__}: {first[:200]}); it is corrupted "
-            "or was not written by kmlm: re-run `kmlm pretrain` with --overwrite"
-        ) from None
+        raise ValueError(f"{model_path!r} is not a readable Keras model ({type(error).__name__}: {first[:200]}); {corrupted}") from None

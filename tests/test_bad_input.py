@@ -86,14 +86,15 @@ def test_run_directory_from_a_newer_kmlm(run_copy, capsys):
 def test_corrupted_config(run_copy, capsys):
     (run_copy / "config.json").write_text('{"model": {"hidden_dim": 32,')
     message = _error(["fill-mask", str(run_copy), "a [MASK]"], capsys)
-    assert message.startswith(f"{str(run_copy / 'config.json')!r} is not valid JSON (")
+    assert message == (f"{str(run_copy / 'config.json')!r} is not valid JSON (Expecting property name enclosed in "
+                       "double quotes: line 1 column 29 (char 28))")
 
 
 def test_corrupted_model_file(run_copy, capsys):
     model = run_copy / "model.keras"
     model.write_bytes(model.read_bytes()[:200])  # what a kill during a plain write would leave
     message = _error(["fill-mask", str(run_copy), "a [MASK]"], capsys)
-    assert message.startswith(f"{str(model)!r} is not a readable Keras model (")
+    assert message.startswith(f"{str(model)!r} is not a readable Keras model (not a complete .keras zip archive); ")
     assert message.endswith("it is corrupted or was not written by kmlm: re-run `kmlm pretrain` with --overwrite")
 
 
