@@ -70,10 +70,7 @@ class FillMask:
         return results
 
     def _pieces(self, text):
-        tokens = self.tokenizer.tokenize(tf.constant([text]))
-        # Eagerly, keras-hub returns Python lists; inside a graph, a RaggedTensor.
-        tokens = tokens.to_list() if hasattr(tokens, "to_list") else tokens
-        return [int(i) for i in tokens[0]]
+        return text_pieces(self.tokenizer, text)
 
     def filled_text(self, text, results):
         """The tokenized text with every [MASK] replaced by its top prediction, pieces joined."""
@@ -81,6 +78,14 @@ class FillMask:
         best = iter(result["predictions"][0]["token"] for result in results)
         tokens = [next(best) if i == self.ids.mask else self.vocabulary[i] for i in pieces]
         return join_wordpieces(tokens)
+
+
+def text_pieces(tokenizer, text):
+    """The WordPiece ids of one text (no [CLS]/[SEP]) as a list of ints."""
+    tokens = tokenizer.tokenize(tf.constant([text]))
+    # Eagerly, keras-hub returns Python lists; inside a graph, a RaggedTensor.
+    tokens = tokens.to_list() if hasattr(tokens, "to_list") else tokens
+    return [int(i) for i in tokens[0]]
 
 
 def join_wordpieces(tokens):

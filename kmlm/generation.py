@@ -22,7 +22,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from kmlm.fill_mask import join_wordpieces
+from kmlm.fill_mask import join_wordpieces, text_pieces
 from kmlm.pipelines import make_tokenizer, special_ids
 
 GENERATION_METHODS = ("mask-predict", "gibbs")
@@ -147,7 +147,7 @@ class MaskFillingGenerator:
         burn_in = iterations // 2 if burn_in is None else burn_in
         if not 0 <= burn_in <= iterations:
             raise ValueError(f"--burn-in {burn_in} must be between 0 and --iterations {iterations}")
-        pieces = self._pieces(seed_text) if seed_text.strip() else []
+        pieces = text_pieces(self.tokenizer, seed_text) if seed_text.strip() else []
         token_ids = [self.ids.cls] + pieces + [self.ids.mask] * length + [self.ids.sep]
         if len(token_ids) > self.max_length:
             raise ValueError(
@@ -198,8 +198,3 @@ class MaskFillingGenerator:
                 tokens[position] = self.ids.mask
                 chosen, _ = self._draw(self._logits(tokens, [position]), rng, k, temperature)
                 tokens[position] = chosen[0]
-
-    def _pieces(self, text):
-        tokens = self.tokenizer.tokenize(tf.constant([text]))
-        tokens = tokens.to_list() if hasattr(tokens, "to_list") else tokens
-        return [int(i) for i in tokens[0]]

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from kmlm.fill_mask import text_pieces
 from kmlm.pipelines import make_tokenizer, special_ids
 
 # Row lengths are rounded up to a multiple of this, so a file of varied sentences compiles
@@ -102,17 +103,11 @@ class PseudoLikelihoodScorer:
 
         self._target_log_probs = target_log_probs
 
-    def pieces(self, text):
-        """The WordPiece ids of `text` (no [CLS]/[SEP])."""
-        tokens = self.tokenizer.tokenize(tf.constant([text]))
-        tokens = tokens.to_list() if hasattr(tokens, "to_list") else tokens
-        return [int(i) for i in tokens[0]]
-
     def score(self, texts):
         """Returns one `SentenceScore` per text (in order)."""
         rows = []
         for number, text in enumerate(texts, 1):
-            pieces = self.pieces(text)
+            pieces = text_pieces(self.tokenizer, text)
             if not pieces:
                 raise ValueError(f"sentence {number} ({text!r}) has no tokens to score")
             ids = [self.ids.cls] + pieces + [self.ids.sep]
