@@ -187,12 +187,12 @@ def test_bad_flag_values_are_one_line(capsys):
 
 
 def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(tiny_run, monkeypatch, capsys):
-    import kmlm.fill_mask
+    import kmlm.run_directory
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire\nsecond line")
 
-    monkeypatch.setattr(kmlm.fill_mask.FillMask, "__call__", broken)
+    monkeypatch.setattr(kmlm.run_directory, "load_run", broken)
     message = _error(["fill-mask", tiny_run, "a [MASK]"], capsys)
     assert message == "RuntimeError: disk on fire (run with --debug for the traceback)"
     with pytest.raises(RuntimeError, match="disk on fire"):

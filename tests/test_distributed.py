@@ -160,14 +160,23 @@ def _run_workers(command, count, timeout):
                 process.wait()
 
 
-@pytest.mark.slow
-def test_two_multi_worker_processes_train_and_end_with_identical_weights(tmp_path):
+@pytest.fixture(scope="module")
+def corpus_and_vocab(tmp_path_factory):
+    """A small English corpus and a vocabulary learned from it (multi-worker needs --vocab)."""
     from kmlm.cli import main
+
+    folder = tmp_path_factory.mktemp("corpus")
+    corpus = write_corpus(folder / "corpus.txt", ENGLISH)
+    vocab = str(folder / "vocab.txt")
+    assert main(["vocab", "--corpus", corpus, "--size", "300", "--out", vocab]) == 0
+    return corpus, vocab
+
+
+@pytest.mark.slow
+def test_two_multi_worker_processes_train_and_end_with_identical_weights(corpus_and_vocab, tmp_path):
     from kmlm.run_directory import load_model_safely
 
-    corpus = write_corpus(tmp_path / "corpus.txt", ENGLISH)
-    vocab = str(tmp_path / "vocab.txt")
-    assert main(["vocab", "--corpus", corpus, "--size", "300", "--out", vocab]) == 0
+    corpus, vocab = corpus_and_vocab
     out = tmp_path / "run"
     command = [sys.executable, "-m", "kmlm", "pretrain", "--strategy", "multi-worker", "--corpus", corpus,
                "--vocab", vocab, "--out", str(out), "--preset", "tiny", "--seq-len", "32", "--batch-size", "8",
@@ -218,12 +227,8 @@ DATA_SERVICE_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_data_service_on_a_local_dispatcher_and_worker(tmp_path):
-    from kmlm.cli import main
-
-    corpus = write_corpus(tmp_path / "corpus.txt", ENGLISH)
-    vocab = str(tmp_path / "vocab.txt")
-    assert main(["vocab", "--corpus", corpus, "--size", "300", "--out", vocab]) == 0
+def test_data_service_on_a_local_dispatcher_and_worker(corpus_and_vocab, tmp_path):
+    corpus, vocab = corpus_and_vocab
     out = tmp_path / "run"
     result = subprocess.run([sys.executable, "-c", DATA_SERVICE_SCRIPT, corpus, vocab, str(out)], capture_output=True,
                             text=True, timeout=400, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
