@@ -110,6 +110,13 @@ def worker_index(strategy):
     return task_id + 1 if has_chief else task_id
 
 
+def xla_allowed(strategy):
+    """Whether the whole train step may be XLA-compiled: on one replica, or on TPU (which
+    compiles everything). With more replicas the step holds all-reduce collectives, which
+    XLA cannot compile on CPU; Keras' own `jit_compile="auto"` turns XLA off there too."""
+    return strategy.num_replicas_in_sync == 1 or isinstance(strategy, tf.distribute.TPUStrategy)
+
+
 def per_replica_batch_size(strategy, global_batch_size):
     """The rows each replica gets from a global batch; raises unless it divides evenly."""
     replicas = strategy.num_replicas_in_sync

@@ -172,8 +172,9 @@ def _prepare_run_directory(out, settings):
 def pretrain(out, settings=None, verbose=1):
     """Runs the whole pretraining job into the run directory `out`.
 
-    Re-running the same call after a kill resumes from the last completed epoch
-    (Keras `BackupAndRestore`).
+    Re-running the same call after a kill resumes from the last completed epoch: weights,
+    optimizer state, step counter and input position (`AtomicBackupAndRestore`).
+    `settings.distribution` picks the `tf.distribute` strategy (`kmlm.distributed`).
 
     Returns:
         dict of held-out metrics of the final model (also written to evaluation.json).
@@ -290,7 +291,7 @@ def pretrain(out, settings=None, verbose=1):
                 total_steps=steps_per_epoch * epochs,
                 warmup_steps=settings.warmup_steps,
                 weight_decay=settings.weight_decay,
-                jit_compile=settings.jit_compile,
+                jit_compile=settings.jit_compile and distributed.xla_allowed(strategy),
             )
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -317,6 +318,9 @@ def pretrain(out, settings=None, verbose=1):
         ]
     else:
         verbose = 0
+    if settings.jit_compile and not distributed.xla_allowed(strategy):
+        _log(verbose, f"XLA is off: a step over {strategy.num_replicas_in_sync} replicas holds cross-replica "
+                      "collectives, which XLA does not compile on CPU (Keras turns XLA off under tf.distribute too)")
     _log(
         verbose,
         f"training {settings.preset} ({model.count_params():,} parameters) for {steps_per_epoch * epochs} steps "
