@@ -77,7 +77,7 @@ class MaskFillingGenerator:
         if self.forbidden.all():
             raise ValueError("the vocabulary has no ordinary tokens to generate")
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, autograph=False)
         def logits_at(token_ids, positions):
             features = {
                 "token_ids": token_ids[None],

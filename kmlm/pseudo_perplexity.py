@@ -89,7 +89,7 @@ class PseudoLikelihoodScorer:
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, autograph=False)
         def target_log_probs(token_ids, document_ids, positions, targets):
             features = {
                 "token_ids": token_ids,

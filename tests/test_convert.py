@@ -231,7 +231,8 @@ def test_minilm_without_mlm_head_refuses_fill_mask_but_loads(minilm, capsys):
     with open(os.path.join(run.path, "config.json")) as f:
         settings = json.load(f)
     assert settings["heads"] == {"masked_lm": False, "pooler": True, "next_sentence": False}
-    for argv in (["fill-mask", run.path, "a [MASK] day"], ["generate", run.path, "hello", "--length", "2"]):
+    for argv in (["fill-mask", run.path, "a [MASK] day"], ["generate", run.path, "hello", "--length", "2"],
+                 ["evaluate", run.path]):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert "has no trained masked-LM head" in err and "\n" not in err
