@@ -38,6 +38,11 @@ _EXPORTS = {
     "GloveSettings": "kmlm.glove",
     "train_glove": "kmlm.glove",
     "export_run": "kmlm.export",
+    "FinetuneSettings": "kmlm.tasks.finetune",
+    "finetune": "kmlm.tasks.finetune",
+    "Tasker": "kmlm.tasks.finetune",
+    "load_sentence_embedder": "kmlm.tasks.embed",
+    "export_task": "kmlm.tasks.export",
 }
 
 __all__ = sorted(_EXPORTS)

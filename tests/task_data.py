@@ -55,14 +55,15 @@ def tag_examples(count, seed):
 
 
 def similarity_examples(count, seed):
-    """similarity: the score is how many of the two texts' three topic words agree."""
+    """similarity: each text mentions three topics; the score is how many topic mentions the
+    two texts share (0 to 3, counted as a multiset)."""
     rng = random.Random(seed)
     names = sorted(TOPICS)
     rows = []
     for _ in range(count):
         first = [rng.choice(names) for _ in range(3)]
-        second = [t if rng.random() < 0.5 else rng.choice(names) for t in first]
-        score = sum(a == b for a, b in zip(first, second))
+        second = [rng.choice(names) for _ in range(3)]
+        score = sum(min(first.count(t), second.count(t)) for t in names)
 
         def text(topics):
             return " ".join(rng.choice(FILLER) + " " + rng.choice(TOPICS[t]) for t in topics)

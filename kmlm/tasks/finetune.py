@@ -20,6 +20,7 @@ import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kmlm.pipelines import make_tokenizer, save_vocabulary, special_ids
 from kmlm.tasks.datasets import pair_dataset, tag_dataset, text_dataset
@@ -113,6 +114,9 @@ class Tasker:
         self.info = info
         self.tokenizer = make_tokenizer(self.vocabulary, lowercase=info.lowercase)
         self.ids = special_ids(self.vocabulary)
+        # One graph for all batch shapes; eager calls would re-run every op from Python.
+        self._forward = tf.function(lambda features: model(features, training=False), reduce_retracing=True)
+        self._batches = {}  # tokenized batches of texts seen before (evaluation sets, every epoch)
 
     @classmethod
     def load(cls, path):
@@ -125,12 +129,18 @@ class Tasker:
         return cls(model, load_vocabulary(os.path.join(path, VOCAB_FILE)), info)
 
     def _text_batches(self, texts, text_pairs=None, batch_size=32):
-        examples = TaskExamples("pair" if text_pairs is not None else "classify", texts=list(texts),
-                                text_pairs=None if text_pairs is None else list(text_pairs))
-        return text_dataset(examples, self.tokenizer, self.ids, seq_len=self.info.seq_len, batch_size=batch_size)
+        key = (hash(tuple(texts)), None if text_pairs is None else hash(tuple(text_pairs)), batch_size)
+        if key not in self._batches:
+            if len(self._batches) > 8:
+                self._batches.clear()
+            examples = TaskExamples("pair" if text_pairs is not None else "classify", texts=list(texts),
+                                    text_pairs=None if text_pairs is None else list(text_pairs))
+            self._batches[key] = list(text_dataset(examples, self.tokenizer, self.ids, seq_len=self.info.seq_len,
+                                                   batch_size=batch_size))
+        return self._batches[key]
 
     def _outputs(self, dataset):
-        return [np.asarray(self.model(features, training=False)) for features in dataset]
+        return [np.asarray(self._forward(features)) for features in dataset]
 
     def class_probabilities(self, texts, text_pairs=None, batch_size=32):
         """Softmax over the labels [N, C] (classify, pair)."""
@@ -148,7 +158,7 @@ class Tasker:
         results, index = [], 0
         for features in dataset:
             positions = features.pop("word_positions").numpy()
-            best = np.argmax(np.asarray(self.model(features, training=False)), axis=-1)
+            best = np.argmax(np.asarray(self._forward(features)), axis=-1)
             for row in range(positions.shape[0]):
                 words = examples.tokens[index]
                 index += 1
@@ -280,7 +290,18 @@ def finetune(run_dir, out, settings, *, overwrite=False, verbose=1):
     if task == "similarity" and train.labels is None and not settings.contrastive:
         raise ValueError("similarity training without labels needs --contrastive (in-batch negatives)")
     _prepare_output(out, overwrite)
+    try:
+        return _train(run, run_dir, out, settings, task, train, evaluation, test, labels, verbose)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # a failed or interrupted run leaves nothing behind
+        raise
 
+
+def _train(run, run_dir, out, settings, task, train, evaluation, test, labels, verbose):
+    from kmlm.model import build_encoder
+    from kmlm.tasks.models import build_classifier, build_sentence_encoder, build_similarity_trainer, build_tagger
+
+    config = run.model_config
     keras.utils.set_random_seed(settings.seed)
     encoder = build_encoder(config) if settings.random_init else run.encoder
     info = TaskInfo(task=task, labels=labels, seq_len=settings.seq_len, lowercase=run.data.get("lowercase", True),
