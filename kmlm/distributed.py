@@ -150,6 +150,15 @@ def use_data_service(dataset, address, job_name):
     )
 
 
+def barrier(strategy):
+    """Waits until every worker gets here (a no-op on one host). The chief calls it after
+    writing the run directory, so that no worker exits while the chief still needs the
+    cluster (its coordination service reports workers that left as crashed)."""
+    if is_multi_worker(strategy):
+        values = strategy.experimental_distribute_values_from_function(lambda _: tf.constant([0], tf.int64))
+        strategy.gather(values, axis=0).numpy()
+
+
 def check_backup_agrees(strategy, epoch):
     """Raises unless every worker restored the same epoch (they must share --out)."""
     if not is_multi_worker(strategy):

@@ -361,6 +361,7 @@ def pretrain(out, settings=None, verbose=1):
         # Non-chief workers leave only their final weights, to check that they match the chief's.
         os.makedirs(out, exist_ok=True)
         replace_atomically(os.path.join(out, f"worker-{distributed.worker_index(strategy)}.weights.h5"), model.save_weights)
+        distributed.barrier(strategy)
         return {}
 
     _save_model_atomically(model, os.path.join(out, rd.MODEL_FILE))
@@ -368,6 +369,7 @@ def pretrain(out, settings=None, verbose=1):
     _log(verbose, "evaluating on the held-out split ...")
     metrics = evaluate_masked_lm(model, eval_dataset(data, vocabulary), max_batches=100, verbose=1 if verbose else 0)
     write_json_atomically(os.path.join(out, "evaluation.json"), metrics)
+    distributed.barrier(strategy)
     return metrics
 
 
