@@ -303,8 +303,9 @@ def convert_checkpoint(hf_dir, out, seq_len=128, verbose=1):
         "pooler": "pooler/kernel" in sentence_heads,
         "next_sentence": "next_sentence/kernel" in sentence_heads,
     }
-    # position_ids is a constant buffer of older checkpoints, not a weight.
-    ignored = sorted(k for k in checkpoint.keys() - checkpoint.used if not k.endswith("position_ids"))
+    # position_ids / token_type_ids are constant buffers some checkpoints store, not weights.
+    buffers = ("embeddings.position_ids", "embeddings.token_type_ids")
+    ignored = sorted(k for k in checkpoint.keys() - checkpoint.used if not k.endswith(buffers))
 
     os.makedirs(out, exist_ok=True)
     save_vocabulary(vocabulary, os.path.join(out, rd.VOCAB_FILE))
