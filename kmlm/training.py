@@ -109,11 +109,48 @@ def set_precision(precision):
     keras.config.set_dtype_policy(precision)
 
 
+@keras.saving.register_keras_serializable(package="kmlm")
+class MaskedLMLoss(keras.losses.Loss):
+    """Sparse cross-entropy averaged over the weighted slots of the whole global batch.
+
+    On one device it is `SparseCategoricalCrossentropy(reduction="mean_with_sample_weight")`.
+    Under `tf.distribute` each replica divides its weighted sum by the weight summed over all
+    replicas, so the replicas' losses (which Keras sums through the gradients) add up to the
+    mean over every masked token of the global batch, however the tokens fall on the
+    replicas. Keras' own reduction averages per-replica means instead.
+
+    Example:
+    >>> loss = MaskedLMLoss()
+    >>> float(loss([[1, 0]], [[[0.0, 9.0], [9.0, 0.0]]], sample_weight=[[1.0, 0.0]])) < 1e-3
+    True
+    """
+
+    def __init__(self, name="masked_lm_loss", **kwargs):
+        kwargs.pop("reduction", None)
+        super().__init__(name=name, reduction="sum", **kwargs)
+
+    def call(self, y_true, y_pred):
+        return keras.losses.sparse_categorical_crossentropy(y_true, ops.cast(y_pred, "float32"), from_logits=True)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        with tf.name_scope(self.name):
+            losses = self.call(ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred))
+            weights = ops.ones_like(losses) if sample_weight is None else ops.cast(sample_weight, "float32")
+            weight = tf.stop_gradient(ops.sum(weights))
+            context = tf.distribute.get_replica_context()
+            if context is not None and context.num_replicas_in_sync > 1:
+                # The result is already this replica's share (Keras would divide by N again).
+                weight = context.all_reduce(tf.distribute.ReduceOp.SUM, weight)
+            return ops.divide_no_nan(ops.sum(losses * weights), weight)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
 def masked_lm_loss():
-    """Sparse cross-entropy over masked slots, averaged over the slots with weight > 0."""
-    return keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True, reduction="mean_with_sample_weight", name="masked_lm_loss"
-    )
+    """Cross-entropy over masked slots, averaged over the slots with weight > 0 (of the global
+    batch under `tf.distribute`): a `MaskedLMLoss`."""
+    return MaskedLMLoss()
 
 
 def make_optimizer(learning_rate=5e-4, total_steps=10_000, warmup_steps=None, weight_decay=0.01, clipnorm=1.0):
