@@ -93,10 +93,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/minilm-bench", help="working directory")
     parser.add_argument("--batches", type=int, default=150, help="corpus batches encoded for the head")
-    parser.add_argument("--steps", type=int, default=500, help="head training steps (16 rows each)")
+    parser.add_argument("--steps", type=int, default=1500, help="head training steps (16 rows each)")
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=5e-3)
+    parser.add_argument("--learning-rate", type=float, default=1e-2)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
