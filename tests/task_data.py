@@ -13,16 +13,19 @@ ENTITY_WORDS = {"PER": (("alice", "smith"), ("bob",), ("carol", "jones", "lee"))
                 "LOC": (("paris",), ("new", "york"), ("berlin",))}
 
 
-def topic_examples(count, seed, pair=False):
+def topic_examples(count, seed, pair=False, keywords="all"):
     """classify: the label is the topic whose keywords the text contains; pair: the label says
-    whether both texts share a topic."""
+    whether both texts share a topic. `keywords` "first" or "last" uses only that half of each
+    topic's keywords (fine-tune on one half, test on the other: only an encoder pretrained on
+    text where the halves co-occur can transfer)."""
     rng = random.Random(seed)
     names = sorted(TOPICS)
+    half = {"all": slice(None), "first": slice(None, 3), "last": slice(3, None)}[keywords]
 
     def sentence(topic):
         words = [rng.choice(FILLER) for _ in range(rng.randint(5, 12))]
         for _ in range(2):
-            words.insert(rng.randrange(len(words) + 1), rng.choice(TOPICS[topic]))
+            words.insert(rng.randrange(len(words) + 1), rng.choice(TOPICS[topic][half]))
         return " ".join(words)
 
     rows = []
