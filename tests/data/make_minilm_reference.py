@@ -32,7 +32,7 @@ def reference_outputs(model_dir, texts=TEXTS):
     from transformers import BertModel, BertTokenizer
 
     tokenizer = BertTokenizer.from_pretrained(model_dir)
-    model = BertModel.from_pretrained(model_dir).eval()
+    model = BertModel.from_pretrained(model_dir, use_safetensors=True).eval()  # never a pickled .bin
     batch = tokenizer(list(texts), padding=True, return_tensors="pt")
     with torch.no_grad():
         output = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
