@@ -218,6 +218,9 @@ def _pretrain(args):
     if not metrics:  # a non-chief worker of --strategy multi-worker
         print(f"worker finished its {settings.steps} steps; the chief worker wrote the run directory {args.out}")
         return
+    if "next_sentence_accuracy" in metrics:
+        print(f"held-out {args.objective.split('+')[1].upper()} accuracy {metrics['next_sentence_accuracy']:.4f} "
+              f"({metrics['pairs']} pairs)")
     print(
         f"held-out masked accuracy {metrics['masked_accuracy']:.4f}, loss {metrics['loss']:.4f}, "
         f"perplexity {metrics['perplexity']:.2f} ({metrics['masked_tokens']} masked tokens); "
