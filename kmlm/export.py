@@ -79,8 +79,9 @@ class ServingModule(tf.Module):
         top_k: K.
     """
 
-    def __init__(self, model, vocabulary, *, lowercase, seq_len, max_masks, top_k):
+    def __init__(self, model, vocabulary, *, lowercase, seq_len, max_masks, top_k, masked_lm=True):
         super().__init__(name="kmlm_serving")
+        self._masked_lm = bool(masked_lm)
         # Track the model's tf.Variables themselves, not the Keras objects: a Keras variable
         # saves as a second copy that the TF1 session loader (TF Serving's) restores while the
         # graph reads the first, uninitialised one.
@@ -97,23 +98,31 @@ class ServingModule(tf.Module):
         self._never_predicted = never
 
         ids = tf.TensorSpec([None, self._seq_len], tf.int32)
-        self.serving_default = tf.function(
-            self._serving_default,
-            input_signature=[ids, ids, ids, tf.TensorSpec([None, self._max_masks], tf.int32)],
-            jit_compile=False,
-            autograph=False,
-        )
+        if self._masked_lm:
+            self.serving_default = tf.function(
+                self._serving_default,
+                input_signature=[ids, ids, ids, tf.TensorSpec([None, self._max_masks], tf.int32)],
+                jit_compile=False,
+                autograph=False,
+            )
+        else:  # a run without a trained MLM head serves embeddings only
+            self.serving_default = tf.function(
+                self._embed_ids, input_signature=[ids, ids, ids], jit_compile=False, autograph=False
+            )
         text = tf.TensorSpec([None], tf.string, name="text")
-        self.fill_mask = tf.function(self._fill_mask, input_signature=[text], jit_compile=False, autograph=False)
+        if self._masked_lm:
+            self.fill_mask = tf.function(self._fill_mask, input_signature=[text], jit_compile=False, autograph=False)
         self.encode = tf.function(self._encode, input_signature=[text], jit_compile=False, autograph=False)
 
     def signatures(self):
         """The concrete functions to save, by signature name."""
-        return {
+        signatures = {
             "serving_default": self.serving_default.get_concrete_function(),
-            "fill_mask": self.fill_mask.get_concrete_function(),
             "encode": self.encode.get_concrete_function(),
         }
+        if self._masked_lm:
+            signatures["fill_mask"] = self.fill_mask.get_concrete_function()
+        return signatures
 
     def warmup_requests(self):
         """One request per signature, as (signature name, {input name: array}) pairs; the
@@ -127,6 +136,9 @@ class ServingModule(tf.Module):
         ids = {"token_ids": token_ids, "segment_ids": np.zeros_like(token_ids), "document_ids": document_ids,
                "mask_positions": mask_positions}
         text = {"text": np.array([WARMUP_TEXT], object)}
+        if not self._masked_lm:
+            del ids["mask_positions"]
+            return [("serving_default", ids), ("encode", text)]
         return [("serving_default", ids), ("fill_mask", text), ("encode", text)]
 
     def _predict_top_k(self, features):
@@ -197,8 +209,11 @@ class ServingModule(tf.Module):
 
     def _encode(self, text):
         token_ids, document_ids = self._tokenize(text, truncate=True)
+        return self._embed_ids(token_ids, tf.zeros_like(token_ids), document_ids)
+
+    def _embed_ids(self, token_ids, segment_ids, document_ids):
         sequence = self._keras.model.encoder(
-            {"token_ids": token_ids, "segment_ids": tf.zeros_like(token_ids), "document_ids": document_ids},
+            {"token_ids": token_ids, "segment_ids": segment_ids, "document_ids": document_ids},
             training=False,
         )
         sequence = tf.cast(sequence, tf.float32)
@@ -346,6 +361,7 @@ def export_run(run_dir, base_dir, version=None, seq_len=None, top_k=5, max_masks
         raise ValueError(f"max_masks={max_masks} must be in [1, {seq_len - 2}] (seq_len - 2)")
 
     module = ServingModule(run.model, run.vocabulary, lowercase=run.data.get("lowercase", True),
-                           seq_len=seq_len, max_masks=int(max_masks), top_k=int(top_k))
+                           seq_len=seq_len, max_masks=int(max_masks), top_k=int(top_k),
+                           masked_lm=run.has_masked_lm_head)
     final, version, ops = write_version(module, base_dir, version, model_name)
     return Export(path=final, version=version, seq_len=seq_len, max_masks=int(max_masks), top_k=int(top_k), ops=ops)

@@ -236,3 +236,23 @@ def test_minilm_without_mlm_head_refuses_fill_mask_but_loads(minilm, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert "has no trained masked-LM head" in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_export_of_a_headless_run_serves_embeddings_only(minilm, tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    from kmlm.export import export_run
+    from kmlm.tasks.embed import load_sentence_embedder
+
+    _, run = minilm
+    export = export_run(run, str(tmp_path / "serving"), seq_len=24)
+    loaded = tf.saved_model.load(export.path)
+    assert set(loaded.signatures) == {"serving_default", "encode"}  # no fill_mask from an untrained head
+    texts = ["A man is eating food.", "今天天气很好"]
+    served = loaded.signatures["encode"](text=tf.constant(texts))
+    expected = load_sentence_embedder(run.path, seq_len=24).embed(texts)
+    np.testing.assert_allclose(served["pooled_embedding"].numpy(), expected, atol=1e-5)
+    assert set(loaded.signatures["serving_default"].structured_input_signature[1]) == {
+        "token_ids", "segment_ids", "document_ids"}
