@@ -44,3 +44,12 @@ def write_corpus(path, documents):
     """Writes documents as a kmlm text corpus (blank line between documents); returns the path."""
     path.write_text("\n\n".join(documents) + "\n", encoding="utf-8")
     return str(path)
+
+
+def run_cli(argv, capsys):
+    """Runs `kmlm` in-process: (exit status, stdout, stderr)."""
+    from kmlm.cli import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -11,7 +11,7 @@ import pytest
 
 from kmlm.cli import main
 from kmlm.pipelines import SPECIAL_TOKENS
-from tests.helpers import write_corpus
+from tests.helpers import run_cli, write_corpus
 
 TINY = ["--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--vocab-size", "300", "--log-points", "4"]
 ENGLISH = [
@@ -29,10 +29,7 @@ CHINESE = [
 ]
 
 
-def _run(argv, capsys):
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+_run = run_cli
 
 
 @pytest.fixture(scope="module")

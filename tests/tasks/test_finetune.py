@@ -14,7 +14,7 @@ from kmlm.cli import main
 from kmlm.run_directory import load_run
 from kmlm.tasks.embed import load_sentence_embedder
 from kmlm.tasks.finetune import FinetuneSettings, Tasker, cosine_rows, finetune
-from tests.helpers import write_corpus
+from tests.helpers import run_cli, write_corpus
 from tests.task_data import similarity_examples, tag_examples, topic_examples, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -22,10 +22,7 @@ SERVE_EXPORT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "serve_e
 FAST = dict(seq_len=32, batch_size=16, learning_rate=1e-3)
 
 
-def _run(argv, capsys):
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+_run = run_cli
 
 
 @pytest.fixture(scope="module")
