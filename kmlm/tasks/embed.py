@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from kmlm.tasks.finetune import TASK_FILE, TaskInfo, Tasker
+from kmlm.tasks.finetune import TASK_FILE, TaskInfo, Tasker, unit_rows
 
 
 def load_sentence_embedder(path, *, pooling="mean", seq_len=128):
@@ -40,9 +40,7 @@ def load_sentence_embedder(path, *, pooling="mean", seq_len=128):
 
 def nearest(queries, vectors, top_n):
     """For each query vector, the (index, cosine) of the `top_n` most similar rows of `vectors`."""
-    q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-    v = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    scores = q @ v.T
+    scores = unit_rows(queries) @ unit_rows(vectors).T
     answers = []
     for row in scores:
         order = np.argsort(-row, kind="stable")[:top_n]

@@ -178,11 +178,14 @@ class Tasker:
         return np.concatenate(outputs) if outputs else np.zeros([0, self.model.output_shape[-1]], np.float32)
 
 
+def unit_rows(vectors):
+    """The rows of `vectors` scaled to unit L2 norm (zero rows stay zero)."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
 def cosine_rows(a, b):
     """Cosine similarity of the rows of a with the matching rows of b."""
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return np.sum(a * b, axis=1)
+    return np.sum(unit_rows(a) * unit_rows(b), axis=1)
 
 
 def evaluate_task(tasker, examples, batch_size=32):
@@ -209,9 +212,8 @@ def evaluate_task(tasker, examples, batch_size=32):
     metrics = {"pairs": len(cosines)}
     if examples.labels is not None:
         metrics.update(spearman=spearman(cosines, examples.labels), pearson=pearson(cosines, examples.labels))
-    a = vectors_a / np.maximum(np.linalg.norm(vectors_a, axis=1, keepdims=True), 1e-12)
-    b = vectors_b / np.maximum(np.linalg.norm(vectors_b, axis=1, keepdims=True), 1e-12)
-    metrics["retrieval_accuracy"] = accuracy(np.arange(len(a)), np.argmax(a @ b.T, axis=1))
+    nearest_b = np.argmax(unit_rows(vectors_a) @ unit_rows(vectors_b).T, axis=1)
+    metrics["retrieval_accuracy"] = accuracy(np.arange(len(vectors_a)), nearest_b)
     return metrics
 
 
@@ -270,9 +272,7 @@ def finetune(run_dir, out, settings, *, overwrite=False, verbose=1):
     ...                                                           eval="dev.jsonl"))["eval"]["accuracy"]
     0.91
     """
-    from kmlm.model import build_encoder
     from kmlm.run_directory import load_run
-    from kmlm.tasks.models import build_classifier, build_sentence_encoder, build_similarity_trainer, build_tagger
 
     settings.validate()
     run = load_run(run_dir)
