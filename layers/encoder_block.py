@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from kmlm.layers.feed_forward import FeedForward
+from kmlm.layers.hash_dropout import HashDropout
 from kmlm.layers.multi_head_self_attention import MultiHeadSelfAttention
 
 
@@ -74,7 +75,7 @@ class EncoderBlock(keras.layers.Layer):
             name="attention",
         )
         self.attention.build(x_shape)
-        self.attention_dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name="attention_output_dropout")
+        self.attention_dropout_layer = HashDropout(self.dropout, dtype=self.dtype_policy, name="attention_output_dropout")
         self.feed_forward = FeedForward(
             self.intermediate_dim,
             activation=self.activation,

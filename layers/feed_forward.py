@@ -3,6 +3,9 @@
 import keras
 from keras import ops
 
+from kmlm.layers.hash_dropout import HashDropout
+from kmlm.layers.projection import project
+
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 
 
@@ -61,17 +64,17 @@ class FeedForward(keras.layers.Layer):
         self.inner_bias = self.add_weight(name="inner_bias", shape=(width,), initializer="zeros")
         self.output_kernel = self.add_weight(name="output_kernel", shape=(self.intermediate_dim, hidden_dim), initializer=init)
         self.output_bias = self.add_weight(name="output_bias", shape=(hidden_dim,), initializer="zeros")
-        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name="dropout")
+        self.dropout_layer = HashDropout(self.dropout, dtype=self.dtype_policy, name="dropout")
         self.built = True
 
     def call(self, x, training=None):
-        h = ops.matmul(x, ops.cast(self.inner_kernel, self.compute_dtype)) + ops.cast(self.inner_bias, self.compute_dtype)
+        h = project(x, self.inner_kernel, self.inner_bias)
         if self.gated:
             a, b = ops.split(h, 2, axis=-1)
             h = apply_activation(a, self.activation) * b
         else:
             h = apply_activation(h, self.activation)
-        out = ops.matmul(h, ops.cast(self.output_kernel, self.compute_dtype)) + ops.cast(self.output_bias, self.compute_dtype)
+        out = project(h, self.output_kernel, self.output_bias)
         return self.dropout_layer(out, training=training)
 
     def compute_output_shape(self, x_shape):

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from kmlm.layers.hash_dropout import HashDropout
+
 
 @keras.saving.register_keras_serializable(package="kmlm")
 class InputEmbedding(keras.layers.Layer):
@@ -70,7 +72,7 @@ class InputEmbedding(keras.layers.Layer):
         # LayerNorm statistics stay float32 under mixed precision.
         self.norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, dtype="float32", name="norm")
         self.norm.build((None, None, self.hidden_dim))
-        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name="dropout")
+        self.dropout_layer = HashDropout(self.dropout, dtype=self.dtype_policy, name="dropout")
         self.built = True
 
     def call(self, token_ids, segment_ids=None, training=None):

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from kmlm.layers.feed_forward import ACTIVATIONS, apply_activation
+from kmlm.layers.projection import project
 
 
 @keras.saving.register_keras_serializable(package="kmlm")
@@ -80,14 +81,12 @@ class MaskedLMHead(keras.layers.Layer):
 
     def call(self, sequence_output, mask_positions):
         gathered = ops.take_along_axis(sequence_output, ops.expand_dims(mask_positions, -1), axis=1)
-        h = ops.matmul(gathered, ops.cast(self.transform_kernel, self.compute_dtype))
-        h = apply_activation(h + ops.cast(self.transform_bias, self.compute_dtype), self.activation)
+        h = apply_activation(project(gathered, self.transform_kernel, self.transform_bias), self.activation)
         h = ops.cast(self.norm(h), self.compute_dtype)
         if self._token_embedding is not None:
-            table = ops.cast(self._token_embedding.token_embeddings, self.compute_dtype)
-            logits = ops.matmul(h, ops.transpose(table))
+            logits = project(h, self._token_embedding.token_embeddings, transpose_kernel=True)
         else:
-            logits = ops.matmul(h, ops.cast(self.output_kernel, self.compute_dtype))
+            logits = project(h, self.output_kernel)
         return ops.cast(logits, "float32") + ops.cast(self.output_bias, "float32")
 
     def compute_output_shape(self, sequence_output_shape, mask_positions_shape):

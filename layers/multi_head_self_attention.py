@@ -5,6 +5,9 @@ import math
 import keras
 from keras import ops
 
+from kmlm.layers.hash_dropout import HashDropout
+from kmlm.layers.projection import project
+
 
 def document_attention_bias(document_ids, dtype="float32"):
     """Additive attention bias [B, 1, S, S] from `document_ids` [B, S].
@@ -69,18 +72,17 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.qkv_bias = self.add_weight(name="qkv_bias", shape=(3 * hidden_dim,), initializer="zeros")
         self.output_kernel = self.add_weight(name="output_kernel", shape=(hidden_dim, hidden_dim), initializer=init)
         self.output_bias = self.add_weight(name="output_bias", shape=(hidden_dim,), initializer="zeros")
-        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name="attention_dropout")
+        self.dropout_layer = HashDropout(self.dropout, dtype=self.dtype_policy, name="attention_dropout")
         self.built = True
 
     def call(self, x, document_ids=None, attention_bias=None, training=None):
         # Explicit casts: a nested layer's call can leave Keras' autocast scope float32.
-        def cast(variable):
-            return ops.cast(variable, self.compute_dtype)
-
         batch, seq_len = ops.shape(x)[0], ops.shape(x)[1]
-        qkv = ops.matmul(x, cast(self.qkv_kernel)) + cast(self.qkv_bias)
+        qkv = project(x, self.qkv_kernel, self.qkv_bias)
         qkv = ops.reshape(qkv, (batch, seq_len, 3, self.num_heads, self.head_dim))
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        # unstack, not slicing: the gradient of a slice is a padded copy per slice (costly
+        # without XLA), the gradient of unstack one stack.
+        q, k, v = ops.unstack(qkv, 3, axis=2)
         q = q * ops.cast(1.0 / math.sqrt(self.head_dim), q.dtype)
         scores = ops.cast(ops.einsum("bqnd,bknd->bnqk", q, k), "float32")
         if attention_bias is None and document_ids is not None:
@@ -91,7 +93,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         probs = self.dropout_layer(probs, training=training)
         context = ops.einsum("bnqk,bknd->bqnd", probs, v)
         context = ops.reshape(context, (batch, seq_len, self.hidden_dim))
-        return ops.matmul(context, cast(self.output_kernel)) + cast(self.output_bias)
+        return project(context, self.output_kernel, self.output_bias)
 
     def compute_output_shape(self, x_shape, document_ids_shape=None, attention_bias_shape=None):
         return tuple(x_shape)
