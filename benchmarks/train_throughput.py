@@ -40,7 +40,10 @@ import sys
 import time
 import warnings
 
-ARMS = ("kmlm-jit", "kmlm-nojit", "kerashub-jit", "kerashub-nojit", "torch-eager")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (benchmarks/common.py)
+
+ARMS = ("kmlm-jit", "kmlm-nojit", "kerashub-jit", "kerashub-nojit", "torch-eager", "kmlm-bf16")
 DEFAULT_ARMS = ARMS[:4]
 FIRST_REGULAR_ID = 5  # kmlm vocabularies hold [PAD] [UNK] [CLS] [SEP] [MASK] at ids 0..4
 MASK_ID = 4
@@ -71,12 +74,13 @@ def parse_args(argv=None):
     parser.add_argument("--torch", action="store_true", help="also run the torch-eager arm")
     parser.add_argument("--baseline", default="kerashub-jit",
                         help="arm the ratios are taken against (the first arm run if it is absent)")
-    parser.add_argument("--matmul-repeats", type=int, default=10,
-                        help="matmuls timed per roofline measurement")
+    parser.add_argument("--matmul-repeats", type=int, default=3,
+                        help="times the step's matmuls are run per roofline measurement (median taken)")
     parser.add_argument("--threads", type=int, default=0,
                         help="intra-op threads for TensorFlow and PyTorch (0: library default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and weights")
-    parser.add_argument("--json", metavar="PATH", help="also write all measurements to this JSON file")
+    parser.add_argument("--json", metavar="PATH", help="also write a full report (every chunk) to this JSON file")
+    parser.add_argument("--jsonl", metavar="PATH", help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
 
     arms = [name.strip() for name in args.arms.split(",") if name.strip()]
@@ -132,6 +136,39 @@ def training_flops_per_token(num_layers, hidden, intermediate, seq_len, predicti
     }
 
 
+def model_matmuls(num_layers, hidden, num_heads, intermediate, seq_len, predictions, vocab, batch):
+    """Every matmul of one training step as (name, batch_count, m, k, n): [m, k] x [k, n].
+
+    Forward GEMMs of each layer (fused QKV, attention scores and probs x V per head,
+    attention output, feed-forward in and out) and of the MLM head at the B*P masked rows
+    (transform, tied vocabulary projection); each forward C = A B is followed in the
+    backward pass by dA = dC B^T ([m, n] x [n, k]) and dB = A^T dC ([k, m] x [m, n]), the
+    same FLOPs again twice. Their FLOPs summed and divided by B*S equal
+    `training_flops_per_token(...)["total"]`.
+    """
+    rows, head_dim, masked = batch * seq_len, hidden // num_heads, batch * predictions
+    forward = []
+    for layer in range(num_layers):
+        forward += [
+            (f"layer{layer}.qkv", 1, rows, hidden, 3 * hidden),
+            (f"layer{layer}.scores", batch * num_heads, seq_len, head_dim, seq_len),
+            (f"layer{layer}.context", batch * num_heads, seq_len, seq_len, head_dim),
+            (f"layer{layer}.attention_output", 1, rows, hidden, hidden),
+            (f"layer{layer}.ffn_in", 1, rows, hidden, intermediate),
+            (f"layer{layer}.ffn_out", 1, rows, intermediate, hidden),
+        ]
+    forward += [("head.transform", 1, masked, hidden, hidden), ("head.vocabulary", 1, masked, hidden, vocab)]
+    step = []
+    for name, count, m, k, n in forward:
+        step += [(name, count, m, k, n), (name + ".grad_input", count, m, n, k),
+                 (name + ".grad_weight", count, k, m, n)]
+    return step
+
+
+def matmul_flops(matmuls):
+    return sum(2 * count * m * k * n for _, count, m, k, n in matmuls)
+
+
 # ---------------------------------------------------------------------------------------
 # Synthetic data
 
@@ -176,16 +213,19 @@ class KerasArm:
         self.model.train_on_batch(x, y, sample_weight=w)
 
 
-def make_kmlm_arm(args, shape, batches, jit):
+def make_kmlm_arm(args, shape, batches, jit, precision="float32"):
     import tensorflow as tf
 
     import kmlm
+
+    kmlm.set_precision(precision)  # read when the layers are built
 
     config = kmlm.ModelConfig.from_preset(
         args.preset, vocabulary_size=args.vocab_size, dropout=args.dropout,
         attention_dropout=args.dropout, max_position=max(512, args.seq_len),
     )
     model = kmlm.build_mlm_model(config, shape["predictions"])
+    kmlm.set_precision("float32")
     kmlm.compile_for_pretraining(model, total_steps=100_000, jit_compile=jit)
     inputs = []
     for b in batches:
@@ -309,29 +349,45 @@ def torch_missing():
 # Roofline probe
 
 
-class MatmulProbe:
-    """Times `repeats` fp32 matmuls [B*S, H] x [H, F] and reports achieved GFLOP/s."""
+class ModelMatmulProbe:
+    """Runs exactly the matmuls of one training step (`model_matmuls`), nothing else.
 
-    def __init__(self, rows, inner, cols, repeats, seed):
+    Two ways, both timed: a TensorFlow graph (oneDNN kernels) and one XLA cluster. The
+    faster of the two is this machine's matmul roofline at the model's own shapes: a
+    training step cannot beat the time its matmuls take on their own.
+    """
+
+    MODES = ("graph", "xla")
+
+    def __init__(self, matmuls, repeats, seed):
         import tensorflow as tf
 
-        self.tf = tf
         generator = tf.random.Generator.from_seed(seed)
-        self.a = generator.normal((rows, inner), dtype=tf.float32)
-        self.b = generator.normal((inner, cols), dtype=tf.float32)
-        self.flops = 2.0 * rows * inner * cols
-        self.repeats = repeats
-        self.shape = f"[{rows},{inner}]x[{inner},{cols}]"
 
-    def measure(self):
-        """(achieved GFLOP/s, CPU cores the process used meanwhile)."""
-        tf = self.tf
-        cpu_start, start = time.process_time(), time.perf_counter()
+        def operand(count, rows, cols):
+            return generator.normal((rows, cols) if count == 1 else (count, rows, cols), dtype=tf.float32)
+
+        self.operands = [(operand(c, m, k), operand(c, k, n)) for _, c, m, k, n in matmuls]
+        self.flops = matmul_flops(matmuls)
+        self.repeats = repeats
+
+        def run(operands):
+            return [tf.linalg.matmul(a, b) for a, b in operands]
+
+        self.functions = {"graph": tf.function(run, jit_compile=False), "xla": tf.function(run, jit_compile=True)}
+
+    def measure(self, mode):
+        """Seconds for all the step's matmuls (median of `repeats`) and cores used meanwhile."""
+        function = self.functions[mode]
+        times, cores = [], []
         for _ in range(self.repeats):
-            out = tf.linalg.matmul(self.a, self.b)
-        _ = out[0, 0].numpy()
-        wall = time.perf_counter() - start
-        return self.flops * self.repeats / wall / 1e9, (time.process_time() - cpu_start) / wall
+            cpu_start, start = time.process_time(), time.perf_counter()
+            outputs = function(self.operands)
+            _ = [float(out[(0,) * len(out.shape)]) for out in outputs[-1:]]
+            wall = time.perf_counter() - start
+            times.append(wall)
+            cores.append((time.process_time() - cpu_start) / wall)
+        return median(times), median(cores)
 
 
 # ---------------------------------------------------------------------------------------
@@ -359,6 +415,11 @@ def versions():
         if module is not None:
             found[name] = module.__version__
     return found
+
+
+def say(*parts, **kwargs):
+    """Human-readable progress and tables go to stderr; stdout carries only JSON lines."""
+    print(*parts, file=sys.stderr, flush=True, **kwargs)
 
 
 def main(argv=None):
@@ -390,32 +451,35 @@ def main(argv=None):
     tokens_per_step = args.batch_size * args.seq_len
     flops = training_flops_per_token(num_layers, hidden, 4 * hidden, args.seq_len, predictions,
                                      args.vocab_size)
+    matmuls = model_matmuls(num_layers, hidden, num_heads, 4 * hidden, args.seq_len, predictions,
+                            args.vocab_size, args.batch_size)
+    assert math.isclose(matmul_flops(matmuls), flops["total"] * tokens_per_step, rel_tol=1e-9)
 
     arms = list(args.arms)
     skipped = {}
     if "torch-eager" in arms:
         reason = torch_missing()
         if reason:
-            print(f"note: {reason}")
+            say(f"note: {reason}")
             skipped["torch-eager"] = reason
             arms.remove("torch-eager")
     if not arms:
         sys.exit("error: no arm left to run")
     baseline = args.baseline if args.baseline in arms else arms[0]
 
-    print(f"shape: preset {args.preset} (L{num_layers}/H{hidden}/{num_heads} heads/FFN {4 * hidden}), "
-          f"V={args.vocab_size}, S={args.seq_len}, B={args.batch_size}, P={predictions}, fp32, "
-          f"dropout {args.dropout}; {tokens_per_step} tokens/step")
-    print(f"plan: warmup {args.warmup} steps/arm, then {args.rounds} rounds x {args.steps} steps, "
-          f"round-robin over {', '.join(arms)}; baseline {baseline}")
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
-          f"{os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
-    sys.stdout.flush()
+    say(f"shape: preset {args.preset} (L{num_layers}/H{hidden}/{num_heads} heads/FFN {4 * hidden}), "
+        f"V={args.vocab_size}, S={args.seq_len}, B={args.batch_size}, P={predictions}, fp32, "
+        f"dropout {args.dropout}; {tokens_per_step} tokens/step")
+    say(f"plan: warmup {args.warmup} steps/arm, then {args.rounds} rounds x {args.steps} steps, "
+        f"round-robin over {', '.join(arms)}; baseline {baseline}")
+    say(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
+        f"{os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
 
     batches = synthetic_batches(4, args.batch_size, args.seq_len, predictions, args.vocab_size, args.seed)
     makers = {
         "kmlm-jit": lambda: make_kmlm_arm(args, shape, batches, jit=True),
         "kmlm-nojit": lambda: make_kmlm_arm(args, shape, batches, jit=False),
+        "kmlm-bf16": lambda: make_kmlm_arm(args, shape, batches, jit=True, precision="mixed_bfloat16"),
         "kerashub-jit": lambda: make_kerashub_arm(args, shape, batches, jit=True),
         "kerashub-nojit": lambda: make_kerashub_arm(args, shape, batches, jit=False),
         "torch-eager": lambda: TorchArm(args, shape, batches),
@@ -435,21 +499,24 @@ def main(argv=None):
             step_times.append(time.perf_counter() - step_start)
         warmup[name] = {"build_s": build_s,
                         "first_step_s": step_times[0], "warm_step_s": step_times[1:]}
-        print(f"warmed {name}: first step {step_times[0]:.1f} s (includes tracing/compilation)"
-              + (f", then {', '.join(f'{t:.2f}' for t in step_times[1:])} s" if step_times[1:] else ""))
-        sys.stdout.flush()
+        say(f"warmed {name}: first step {step_times[0]:.1f} s (includes tracing/compilation)"
+            + (f", then {', '.join(f'{t:.2f}' for t in step_times[1:])} s" if step_times[1:] else ""))
 
-    probe = MatmulProbe(tokens_per_step, hidden, 4 * hidden, args.matmul_repeats, args.seed)
-    probe.measure()  # warm the kernel
+    probe = ModelMatmulProbe(matmuls, args.matmul_repeats, args.seed)
+    for mode in probe.MODES:
+        probe.measure(mode)  # compile and warm the kernels
     chunks = {name: [] for name in arms}
     cpu_use = {name: [] for name in arms}
-    gflops, probe_cores = [], []
+    probe_s = {mode: [] for mode in probe.MODES}
+    probe_cores = {mode: [] for mode in probe.MODES}
     cursor = args.warmup
     for round_index in range(args.rounds):
-        achieved, cores = probe.measure()
-        gflops.append(achieved)
-        probe_cores.append(cores)
-        line = [f"round {round_index + 1}/{args.rounds}: matmul {achieved:.1f} GFLOP/s"]
+        line = [f"round {round_index + 1}/{args.rounds}: matmuls"]
+        for mode in probe.MODES:
+            seconds, cores = probe.measure(mode)
+            probe_s[mode].append(seconds)
+            probe_cores[mode].append(cores)
+            line.append(f"{mode} {seconds * 1000:.0f} ms")
         for name in arms:
             cpu_start, wall_start = time.process_time(), time.perf_counter()
             for i in range(args.steps):
@@ -459,12 +526,13 @@ def main(argv=None):
             chunks[name].append(args.steps * tokens_per_step / wall)
             line.append(f"{name} {chunks[name][-1]:,.0f}")
         cursor += args.steps
-        print(" | ".join(line) + " tokens/s")
-        sys.stdout.flush()
+        say(" | ".join(line) + " tokens/s")
     timed_s = time.perf_counter() - started
 
-    roofline_gflops = median(gflops)
-    roofline_tps = roofline_gflops * 1e9 / flops["total"]
+    roofline_by_mode = {mode: tokens_per_step / median(probe_s[mode]) for mode in probe.MODES}
+    roofline_mode = max(roofline_by_mode, key=roofline_by_mode.get)
+    roofline_tps = roofline_by_mode[roofline_mode]
+    roofline_gflops = roofline_tps * flops["total"] / 1e9
     base_median = median(chunks[baseline])
     results = {}
     for name in arms:
@@ -487,57 +555,73 @@ def main(argv=None):
 
     header = (f"{'arm':<15} {'median tok/s':>12} {'min':>8} {'max':>8} {'spread':>7} "
               f"{'step s':>7} {'x ' + baseline:>19} {'paired':>7} {'roofline':>9} {'cores':>6}")
-    print()
-    print(header)
-    print("-" * len(header))
+    say()
+    say(header)
+    say("-" * len(header))
     for name in arms:
         r = results[name]
-        print(f"{name:<15} {fmt(r['median_tokens_per_s']):>12} {fmt(r['min_tokens_per_s']):>8} "
-              f"{fmt(r['max_tokens_per_s']):>8} {r['spread']:>6.0%} {r['median_step_s']:>7.2f} "
-              f"{r['ratio_of_medians']:>19.2f} {r['median_paired_ratio']:>7.2f} "
-              f"{r['roofline_fraction']:>9.0%} {r['cpu_cores_used_median']:>6.2f}")
+        say(f"{name:<15} {fmt(r['median_tokens_per_s']):>12} {fmt(r['min_tokens_per_s']):>8} "
+            f"{fmt(r['max_tokens_per_s']):>8} {r['spread']:>6.0%} {r['median_step_s']:>7.2f} "
+            f"{r['ratio_of_medians']:>19.2f} {r['median_paired_ratio']:>7.2f} "
+            f"{r['roofline_fraction']:>9.0%} {r['cpu_cores_used_median']:>6.2f}")
     for name, reason in skipped.items():
-        print(f"{name:<15} skipped: {reason}")
-    print()
-    print("columns: spread = (max-min)/median over the chunks; 'x baseline' = ratio of medians; "
-          "paired = median of per-round ratios; roofline = median tok/s / roofline tok/s; "
-          "cores = process CPU time / wall time during the chunks")
-    print(f"roofline: fp32 matmul {probe.shape} achieved median {roofline_gflops:.1f} GFLOP/s "
-          f"(min {min(gflops):.1f}, max {max(gflops):.1f}, one measurement per round, "
-          f"{median(probe_cores):.2f} cores used)")
-    print(f"  training FLOPs/token = {flops['total'] / 1e6:.2f} M  [{flops['formula']}]")
-    print(f"    encoder weight matmuls {flops['encoder_weight_matmuls'] / 1e6:.2f} M, "
-          f"attention QK^T and PV {flops['attention_scores_and_values'] / 1e6:.2f} M, "
-          f"MLM head at P/S={predictions}/{args.seq_len} {flops['mlm_head'] / 1e6:.2f} M "
-          f"(6 x {flops['matmul_params_per_token'] / 1e6:.3f} M matmul params/token + attention)")
-    print(f"  roofline = {roofline_gflops:.1f} GFLOP/s / {flops['total'] / 1e6:.2f} MFLOP "
-          f"= {roofline_tps:,.0f} tokens/s")
+        say(f"{name:<15} skipped: {reason}")
+    say()
+    say("columns: spread = (max-min)/median over the chunks; 'x baseline' = ratio of medians; "
+        "paired = median of per-round ratios; roofline = median tok/s / roofline tok/s; "
+        "cores = process CPU time / wall time during the chunks")
+    say(f"roofline: the step's {len(matmuls)} matmuls alone ({matmul_flops(matmuls) / 1e9:.1f} GFLOP), "
+        + ", ".join(f"{mode} {median(probe_s[mode]) * 1000:.0f} ms = {roofline_by_mode[mode]:,.0f} tokens/s"
+                    for mode in probe.MODES)
+        + f"; the faster ({roofline_mode}, {roofline_gflops:.1f} GFLOP/s) is the roofline")
+    say(f"  training FLOPs/token = {flops['total'] / 1e6:.2f} M  [{flops['formula']}]")
+    say(f"    encoder weight matmuls {flops['encoder_weight_matmuls'] / 1e6:.2f} M, "
+        f"attention QK^T and PV {flops['attention_scores_and_values'] / 1e6:.2f} M, "
+        f"MLM head at P/S={predictions}/{args.seq_len} {flops['mlm_head'] / 1e6:.2f} M "
+        f"(6 x {flops['matmul_params_per_token'] / 1e6:.3f} M matmul params/token + attention)")
     if "torch-eager" in results:
-        print(f"  torch-eager: attention implementation {runners['torch-eager'].attention}; "
-              "BertForMaskedLM projects all S positions onto the vocabulary, so its roofline "
-              "fraction counts only the work the other arms do")
-    print(f"total time {timed_s:.0f} s (building, warmup and rounds)")
+        say(f"  torch-eager: attention implementation {runners['torch-eager'].attention}; "
+            "BertForMaskedLM projects all S positions onto the vocabulary, so its roofline "
+            "fraction counts only the work the other arms do")
+    say(f"total time {timed_s:.0f} s (building, warmup and rounds)")
+
+    shape_record = {**shape, "vocab_size": args.vocab_size, "seq_len": args.seq_len,
+                    "batch_size": args.batch_size, "tokens_per_step": tokens_per_step,
+                    "precision": "float32", "dropout": args.dropout}
+    extra = {"shape": shape_record, "machine": common.machine()}
+    for mode in probe.MODES:
+        common.emit(common.record(
+            "train_throughput", "roofline_tokens_per_second", f"matmuls-{mode}", roofline_by_mode[mode],
+            "tokens/s", flops_per_token=flops["total"], matmul_seconds=median(probe_s[mode]),
+            cores_used=median(probe_cores[mode]), **extra), jsonl_path=args.jsonl)
+    for name in arms:
+        r = results[name]
+        common.emit(common.record(
+            "train_throughput", "tokens_per_second", name, r["median_tokens_per_s"], "tokens/s",
+            baseline=baseline, baseline_value=base_median, median_paired_ratio=r["median_paired_ratio"],
+            min=r["min_tokens_per_s"], max=r["max_tokens_per_s"], first_step_s=r["first_step_s"],
+            cores_used=r["cpu_cores_used_median"], **extra), jsonl_path=args.jsonl)
+        common.emit(common.record(
+            "train_throughput", "roofline_fraction", name, r["median_tokens_per_s"], "tokens/s",
+            baseline=f"matmuls-{roofline_mode}", baseline_value=roofline_tps, **extra), jsonl_path=args.jsonl)
 
     if args.json:
         report = {
-            "settings": {k: v for k, v in vars(args).items() if k != "json"},
-            "shape": {**shape, "vocab_size": args.vocab_size, "seq_len": args.seq_len,
-                      "batch_size": args.batch_size, "tokens_per_step": tokens_per_step,
-                      "precision": "float32"},
+            "settings": {k: v for k, v in vars(args).items() if k not in ("json", "jsonl")},
+            "shape": shape_record,
             "baseline": baseline,
             "arms": results,
             "skipped": skipped,
-            "roofline": {"matmul": probe.shape, "gflops_per_round": gflops,
-                         "median_gflops": roofline_gflops, "cores_used_per_round": probe_cores,
-                         "flops_per_token": flops,
-                         "tokens_per_s": roofline_tps},
+            "roofline": {"matmuls": [list(m) for m in matmuls], "seconds_per_round": probe_s,
+                         "cores_used_per_round": probe_cores, "tokens_per_s": roofline_by_mode,
+                         "mode": roofline_mode, "gflops": roofline_gflops, "flops_per_token": flops},
             "machine": {"cpus": os.cpu_count(), "load_average_end": os.getloadavg(),
                         "versions": versions()},
             "total_s": timed_s,
         }
         with open(args.json, "w") as file:
             json.dump(report, file, indent=2)
-        print(f"wrote {args.json}")
+        say(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
