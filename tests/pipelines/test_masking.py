@@ -279,3 +279,10 @@ def test_bert_style_vocabulary_reserved_tokens_are_never_used():
     selected = selected_grid({k: v.numpy() for k, v in features.items()}, weights.numpy())
     assert not np.any(selected[:, 5])
     assert np.all(features["token_ids"].numpy()[selected] >= 25)
+
+
+def test_inverse_permutation_matches_numpy():
+    from kmlm.pipelines.masking import _inverse_permutation
+
+    order = np.stack([np.random.default_rng(seed).permutation(9) for seed in range(5)]).astype("int32")
+    np.testing.assert_array_equal(_inverse_permutation(tf.constant(order)).numpy(), np.argsort(order, axis=1))
