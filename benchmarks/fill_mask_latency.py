@@ -29,6 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (benchmarks/common.py)
+
 WORDS = ("the list of values is sorted before the function returns a new object with each item "
          "in the order given by the key argument and the default value is used when no match is found").split()
 
@@ -104,6 +107,10 @@ def measure(arms, texts, repeats, warmup):
     return times
 
 
+def say(*parts):
+    print(*parts, file=sys.stderr, flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -116,6 +123,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls per arm first")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of both (default: all cores)")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--jsonl", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
 
     threads = args.threads or os.cpu_count()
@@ -131,9 +139,9 @@ def main(argv=None):
         arms = {"export": export, **build_hf(vocabulary, config, args.top_k, args.seq_len, workdir)}
         results = {"preset": args.preset, "vocabulary_size": len(vocabulary), "seq_len": args.seq_len,
                    "top_k": args.top_k, "threads": threads, "repeats": args.repeats, "batches": {}}
-        print(f"{args.preset} (L{config.num_layers}/H{config.hidden_dim}), vocabulary {len(vocabulary)}, "
+        say(f"{args.preset} (L{config.num_layers}/H{config.hidden_dim}), vocabulary {len(vocabulary)}, "
               f"S={args.seq_len}, top-{args.top_k}, {threads} threads, {args.repeats} interleaved calls per arm")
-        print(f"{'batch':>5}  {'arm':<11} {'median ms':>10} {'min ms':>8} {'ms/text':>8} {'vs export':>10}")
+        say(f"{'batch':>5}  {'arm':<11} {'median ms':>10} {'min ms':>8} {'ms/text':>8} {'vs export':>10}")
         for batch in args.batch_sizes:
             times = measure(arms, make_texts(batch, seed=batch), args.repeats, args.warmup)
             medians = {name: statistics.median(values) for name, values in times.items()}
@@ -142,8 +150,21 @@ def main(argv=None):
                        "ratio_to_export": medians[name] / medians["export"]}
                 for name, values in times.items()
             }
+            shape = {"preset": args.preset, "vocabulary_size": len(vocabulary), "seq_len": args.seq_len,
+                     "top_k": args.top_k, "batch_size": batch, "threads": threads}
+            extra = {"shape": shape, "machine": common.machine()}
             for name, values in times.items():
-                print(f"{batch:>5}  {name:<11} {1e3 * medians[name]:>10.1f} {1e3 * min(values):>8.1f} "
+                common.emit(common.record("fill_mask_latency", "latency_ms", name, 1e3 * medians[name], "ms",
+                                          higher_is_better=False, min_ms=1e3 * min(values), **extra),
+                            jsonl_path=args.jsonl)
+            for name in times:
+                if name != "export":  # ratio = export latency / peer latency (target <= 0.5 at batch 1)
+                    common.emit(common.record(
+                        "fill_mask_latency", "latency_ratio", "export", 1e3 * medians["export"], "ms",
+                        baseline=name, baseline_value=1e3 * medians[name], higher_is_better=False, **extra),
+                        jsonl_path=args.jsonl)
+            for name, values in times.items():
+                say(f"{batch:>5}  {name:<11} {1e3 * medians[name]:>10.1f} {1e3 * min(values):>8.1f} "
                       f"{1e3 * medians[name] / batch:>8.2f} {medians[name] / medians['export']:>9.2f}x")
     if args.json:
         with open(args.json, "w") as f:
