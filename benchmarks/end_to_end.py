@@ -80,6 +80,8 @@ def parse_args(argv=None):
     parser.add_argument("--seq-len", type=int, default=128, help="row length S")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per batch B")
     parser.add_argument("--steps", type=int, default=5, help="training steps per timed chunk")
+    parser.add_argument("--no-jit", action="store_true",
+                        help="compile both models without XLA (quicker to start; for smoke tests)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="timed chunks per arm, alternating kmlm / kerashub")
     parser.add_argument("--jsonl", metavar="PATH", help="also append the JSON lines to this file")
@@ -176,7 +178,7 @@ def build_kmlm_model(args, vocab_size, predictions):
         max_position=max(512, args.seq_len),
     )
     model = kmlm.build_mlm_model(config, predictions)
-    kmlm.compile_for_pretraining(model, total_steps=100_000, jit_compile=True)
+    kmlm.compile_for_pretraining(model, total_steps=100_000, jit_compile=not args.no_jit)
     return model
 
 
@@ -184,7 +186,7 @@ def build_kerashub_model(args, vocab_size, shape):
     from train_throughput import make_kerashub_arm
 
     settings = argparse.Namespace(vocab_size=vocab_size, dropout=DROPOUT, seq_len=args.seq_len)
-    return make_kerashub_arm(settings, shape, [], jit=True).model
+    return make_kerashub_arm(settings, shape, [], jit=not args.no_jit).model
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Arms (choose with --arms, comma-separated):
   kmlm-nojit       the same with jit_compile=False
   kerashub-jit     keras_hub.models.BertMaskedLM, same shape, AdamW, jit_compile=True
   kerashub-nojit   the same with jit_compile=False
+  kmlm-bf16        kmlm-jit under mixed_bfloat16 (not run by default)
   torch-eager      Hugging Face BertForMaskedLM on PyTorch (CPU, eager); added by --torch,
                    skipped with a message when torch or transformers is not installed
 
@@ -19,10 +20,12 @@ tokens/s (B*S tokens per step) over the chunks, min/max and spread, the ratio to
 baseline arm (ratio of medians, and the median of the per-round ratios, which pairs chunks
 that ran close in time), and the fraction of an fp32 matmul roofline.
 
-The roofline: a representative matmul ([B*S, H] x [H, 4H]) is timed once per round,
-interleaved with the arms, giving the GFLOP/s this machine achieves right now; the FLOPs
-of one training token of the model are counted analytically (printed with the formula);
-roofline tokens/s = achieved matmul FLOP/s / training FLOPs per token.
+The roofline: once per round, exactly the matmuls of one training step (`model_matmuls`:
+forward GEMMs at the model's shapes and both backward GEMMs of each) run alone, as a
+TensorFlow graph and as one XLA cluster; the faster gives the tokens/s no step can beat.
+Their FLOPs equal the analytical count (`training_flops_per_token`, printed with the
+formula). Every measurement is one JSON line on stdout (benchmarks/common.py); the table
+goes to stderr.
 
 Example:
     python benchmarks/train_throughput.py --rounds 3 --steps 5 --json out.json
