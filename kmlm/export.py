@@ -154,7 +154,8 @@ class ServingModule(tf.Module):
         return {"top_k_ids": best.indices, "top_k_scores": best.values}
 
     def _tokenize(self, text, truncate):
-        """Tokenizes raw strings to [CLS] pieces [SEP], padded to S: token and document ids."""
+        """Tokenizes raw strings to [CLS] pieces [SEP]: token and document ids [B, width], width =
+        the longest row rounded up to a multiple of 16, at most S."""
         pieces = self._keras.tokenizer.tokenize(tf.reshape(text, [-1]))
         if truncate:
             pieces = pieces[:, : self._seq_len - 2]
@@ -169,9 +170,15 @@ class ServingModule(tf.Module):
         cls = tf.fill([rows, 1], self._ids.cls)
         sep = tf.fill([rows, 1], self._ids.sep)
         ragged = tf.concat([cls, tf.cast(pieces, tf.int32), sep], axis=1)
-        token_ids = ragged.to_tensor(default_value=self._ids.pad, shape=[None, self._seq_len])
+        # Pad to the longest text of the request rounded up to 16, not to S: a short request
+        # costs a short forward pass (outputs do not depend on the padding, which attention
+        # never sees), and few distinct shapes reach the kernels.
+        token_ids = ragged.to_tensor(default_value=self._ids.pad)
+        longest = tf.shape(token_ids)[1]
+        width = tf.minimum((longest + 15) // 16 * 16, self._seq_len)
+        token_ids = tf.pad(token_ids, [[0, 0], [0, width - longest]], constant_values=self._ids.pad)
         lengths = tf.cast(ragged.row_lengths(), tf.int32)
-        document_ids = tf.cast(tf.sequence_mask(lengths, self._seq_len), tf.int32)
+        document_ids = tf.cast(tf.sequence_mask(lengths, width), tf.int32)
         return token_ids, document_ids
 
     def _fill_mask(self, text):
@@ -185,7 +192,7 @@ class ServingModule(tf.Module):
             "split it or export with a larger --max-masks",
         )
         # Positions of the [MASK] tokens, left-aligned in M slots; empty slots point at 0.
-        columns = tf.broadcast_to(tf.range(self._seq_len), tf.shape(token_ids))
+        columns = tf.broadcast_to(tf.range(tf.shape(token_ids)[1]), tf.shape(token_ids))
         positions = tf.ragged.boolean_mask(columns, is_mask)
         mask_positions = positions.to_tensor(default_value=0, shape=[None, self._max_masks])
         valid = tf.sequence_mask(mask_count, self._max_masks)

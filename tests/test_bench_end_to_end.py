@@ -24,7 +24,7 @@ PER_ARM = {"effective_tokens_per_second", "padded_tokens_per_second", "non_paddi
 def entries():
     command = [sys.executable, os.path.join(BENCHMARKS, "end_to_end.py"), "--preset", "tiny",
                "--seq-len", "32", "--batch-size", "4", "--steps", "3", "--rounds", "1",
-               "--max-documents", "200", "--vocab-size", "300"]
+               "--max-documents", "200", "--vocab-size", "300", "--no-jit"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "effective tok/s" in done.stderr  # the table goes to stderr

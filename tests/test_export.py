@@ -350,3 +350,18 @@ def test_export_has_help():
     result = subprocess.run([sys.executable, "-m", "kmlm", "export", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("usage: kmlm export")
     assert "--seq-len" in result.stdout and "--top-k" in result.stdout and "--version" in result.stdout
+
+
+def test_text_signatures_pad_each_request_only_to_its_longest_text(exports):
+    """A short text alone (padded to 16) and next to a long one (padded to 32) gets the same answers."""
+    loaded = tf.saved_model.load(exports["paths"]["en"])
+    short, long_text = "the cat [MASK] .", " ".join(["the cat jumped over the fence"] * 3) + " [MASK]"
+    alone = {k: v.numpy() for k, v in loaded.signatures["fill_mask"](text=tf.constant([short])).items()}
+    batched = {k: v.numpy() for k, v in loaded.signatures["fill_mask"](text=tf.constant([short, long_text])).items()}
+    assert alone["mask_count"][0] == 1
+    np.testing.assert_array_equal(alone["top_k_ids"][0], batched["top_k_ids"][0])
+    np.testing.assert_array_equal(alone["mask_positions"][0], batched["mask_positions"][0])
+    np.testing.assert_allclose(alone["top_k_scores"][0], batched["top_k_scores"][0], rtol=1e-5, atol=1e-6)
+    encoded_alone = loaded.signatures["encode"](text=tf.constant([short]))["pooled_embedding"].numpy()[0]
+    encoded_batched = loaded.signatures["encode"](text=tf.constant([short, long_text]))["pooled_embedding"].numpy()[0]
+    np.testing.assert_allclose(encoded_alone, encoded_batched, rtol=1e-5, atol=1e-6)
