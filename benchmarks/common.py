@@ -76,6 +76,13 @@ def validate(entry):
     return entry
 
 
+def require_positive(parser, args, names):
+    """Exits through `parser.error` unless every option in `names` (attribute names) is >= 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+
+
 def _number(value):
     value = float(value)
     return round(value, 6) if abs(value) < 1e6 else round(value, 1)

@@ -86,9 +86,7 @@ def parse_args(argv=None):
                         help="timed chunks per arm, alternating kmlm / kerashub")
     parser.add_argument("--jsonl", metavar="PATH", help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
-    for name in ("vocab_size", "seq_len", "batch_size", "steps", "rounds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    common.require_positive(parser, args, ("vocab_size", "seq_len", "batch_size", "steps", "rounds"))
     if args.max_documents is not None and args.max_documents < 1:
         parser.error("--max-documents must be at least 1")
     return args

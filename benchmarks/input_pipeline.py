@@ -85,9 +85,7 @@ def parse_args(argv=None):
                         help="compile the model without XLA (quicker to start; for smoke tests)")
     parser.add_argument("--jsonl", metavar="PATH", help="also append every JSON line to this file")
     args = parser.parse_args(argv)
-    for name in ("vocab_size", "seq_len", "batch_size", "rounds", "passes", "mask_batches", "mask_passes", "model_steps"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    common.require_positive(parser, args, ("vocab_size", "seq_len", "batch_size", "rounds", "passes", "mask_batches", "mask_passes", "model_steps"))
     if args.max_documents < 0:
         parser.error("--max-documents must be 0 (all) or positive")
     return args

@@ -36,6 +36,9 @@ import statistics
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (benchmarks/common.py)
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
@@ -60,9 +63,7 @@ def parse_args(argv=None):
                         help="use the arms' median speeds from train_throughput.py --json")
     parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    for name in ("vocab_size", "seq_len", "batch_size", "steps", "rounds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    common.require_positive(parser, args, ("vocab_size", "seq_len", "batch_size", "steps", "rounds"))
     if args.max_documents < 0:
         parser.error("--max-documents must be 0 (all) or positive")
     if args.tokens_per_second is not None and args.tokens_per_second <= 0:

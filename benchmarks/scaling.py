@@ -84,9 +84,7 @@ def parse_args(argv=None):
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: JSON of one configuration
     args = parser.parse_args(argv)
     if args.one is None:
-        for name in ("batch_size", "vocab_size", "steps", "preset_seq_len"):
-            if getattr(args, name) < 1:
-                parser.error(f"--{name.replace('_', '-')} must be at least 1")
+        common.require_positive(parser, args, ("batch_size", "vocab_size", "steps", "preset_seq_len"))
         if any(s < 1 for s in args.seq_lens):
             parser.error("--seq-lens must be positive")
         if args.tokens_per_batch is not None and args.tokens_per_batch < max(args.seq_lens + [args.preset_seq_len]):

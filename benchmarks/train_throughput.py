@@ -95,9 +95,7 @@ def parse_args(argv=None):
     if not arms:
         parser.error("--arms selects no arm")
     args.arms = list(dict.fromkeys(arms))
-    for name in ("vocab_size", "seq_len", "batch_size", "steps", "rounds", "matmul_repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    common.require_positive(parser, args, ("vocab_size", "seq_len", "batch_size", "steps", "rounds", "matmul_repeats"))
     if args.warmup < 1:
         parser.error("--warmup must be at least 1 (the first step compiles and is never timed)")
     if args.vocab_size <= FIRST_REGULAR_ID:

@@ -53,3 +53,20 @@ def run_cli(argv, capsys):
     code = main(argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def random_mlm_batch(seed=0, batch=4, seq_len=16, predictions=8, unused_slots=0):
+    """A random masked-LM batch (x, y, sample weights) over ids 5..63; the last
+    `unused_slots` mask slots of each row get weight 0."""
+    rng = np.random.default_rng(seed)
+    x = {
+        "token_ids": rng.integers(5, 64, (batch, seq_len)).astype("int32"),
+        "segment_ids": np.zeros((batch, seq_len), "int32"),
+        "document_ids": np.ones((batch, seq_len), "int32"),
+        "mask_positions": np.sort(rng.integers(1, seq_len, (batch, predictions)), 1).astype("int32"),
+    }
+    y = rng.integers(5, 64, (batch, predictions)).astype("int32")
+    w = np.ones((batch, predictions), "float32")
+    if unused_slots:
+        w[:, -unused_slots:] = 0
+    return x, y, w

@@ -14,6 +14,7 @@ import pytest
 
 import kmlm
 from kmlm import ModelConfig, build_mlm_model, compile_for_pretraining
+from tests.helpers import random_mlm_batch
 
 TINY = dict(vocabulary_size=64, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32, max_position=32)
 MIXED = ["mixed_bfloat16", "mixed_float16"]
@@ -32,19 +33,6 @@ def precision():
         kmlm.set_precision("float32")
 
 
-def _batch(seed=0, batch=4, seq_len=16, predictions=8):
-    rng = np.random.default_rng(seed)
-    x = {
-        "token_ids": rng.integers(5, 64, (batch, seq_len)).astype("int32"),
-        "segment_ids": np.zeros((batch, seq_len), "int32"),
-        "document_ids": np.ones((batch, seq_len), "int32"),
-        "mask_positions": np.sort(rng.integers(1, seq_len, (batch, predictions)), 1).astype("int32"),
-    }
-    y = rng.integers(5, 64, (batch, predictions)).astype("int32")
-    w = np.ones((batch, predictions), "float32")
-    return x, y, w
-
-
 def _build(precision, policy, **overrides):
     precision(policy)
     try:
@@ -59,7 +47,7 @@ def test_mixed_logits_are_float32_and_close_to_float32_model(precision, policy):
     mixed = _build(precision, policy)
     assert mixed.dtype_policy.name == policy
     mixed.set_weights(reference.get_weights())
-    x, _, _ = _batch()
+    x, _, _ = random_mlm_batch()
     expected = np.asarray(reference(x, training=False))
     logits = mixed(x, training=False)
     assert keras.backend.standardize_dtype(logits.dtype) == "float32"
@@ -93,7 +81,7 @@ def test_training_lowers_loss_under_mixed_precision(precision, policy):
         assert model.optimizer.initial_scale == 2.0**15
     else:
         assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-    x, y, w = _batch()
+    x, y, w = random_mlm_batch()
     steps = 8
     losses = [float(np.ravel(model.train_on_batch(x, y, sample_weight=w))[0]) for _ in range(steps)]
     assert all(math.isfinite(loss) for loss in losses)

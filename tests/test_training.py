@@ -6,6 +6,7 @@ import tensorflow as tf
 import kmlm
 from kmlm import ModelConfig, build_mlm_model, compile_for_pretraining
 from kmlm.training import MaskedPerplexity, WarmupLinearDecay, make_optimizer, masked_lm_loss
+from tests.helpers import random_mlm_batch
 
 TINY = dict(vocabulary_size=64, hidden_dim=16, num_layers=1, num_heads=2, intermediate_dim=32, max_position=32)
 
@@ -57,20 +58,6 @@ def test_no_weight_decay_on_layer_norm_and_biases():
     assert optimizer.global_clipnorm == 1.0
 
 
-def _batch(seed=0, batch=4, seq_len=16, predictions=8):
-    rng = np.random.default_rng(seed)
-    x = {
-        "token_ids": rng.integers(5, 64, (batch, seq_len)).astype("int32"),
-        "segment_ids": np.zeros((batch, seq_len), "int32"),
-        "document_ids": np.ones((batch, seq_len), "int32"),
-        "mask_positions": np.sort(rng.integers(1, seq_len, (batch, predictions)), 1).astype("int32"),
-    }
-    y = rng.integers(5, 64, (batch, predictions)).astype("int32")
-    w = np.ones((batch, predictions), "float32")
-    w[:, -2:] = 0
-    return x, y, w
-
-
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
 def test_xla_compiled_fit_reports_masked_metrics(precision):
     previous = keras.config.dtype_policy()
@@ -80,7 +67,7 @@ def test_xla_compiled_fit_reports_masked_metrics(precision):
     finally:
         keras.config.set_dtype_policy(previous)
     compile_for_pretraining(model, total_steps=20, learning_rate=1e-2, jit_compile=True)
-    x, y, w = _batch()
+    x, y, w = random_mlm_batch(unused_slots=2)
     ds = tf.data.Dataset.from_tensors((x, y, w)).repeat()
     history = model.fit(ds, steps_per_epoch=10, epochs=2, verbose=0)
     assert set(history.history) >= {"loss", "masked_accuracy", "perplexity"}
