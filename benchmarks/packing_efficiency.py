@@ -73,8 +73,6 @@ def parse_args(argv=None):
 
 def count_layout(dataset):
     """Sums rows, real tokens, mask slots in use, and keeps a few batches for timing."""
-    import numpy as np
-
     rows = real = predictions = 0
     kept = []
     for features, mask_ids, mask_weights in dataset.as_numpy_iterator():
