@@ -58,7 +58,7 @@ def build_export(vocabulary, preset, seq_len, top_k, workdir):
     import tensorflow as tf
 
     from kmlm import ModelConfig, build_mlm_model
-    from kmlm.export import export_run
+    from kmlm.serving.masked_lm import export_run
     from kmlm.run_directory import Run
 
     config = ModelConfig.from_preset(preset, vocabulary_size=len(vocabulary))

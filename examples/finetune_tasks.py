@@ -36,7 +36,7 @@ def main():
     parser.add_argument("--tasks", nargs="+", default=list(METRIC), choices=list(METRIC), help="tasks to run")
     args = parser.parse_args()
 
-    from kmlm.cli import main as kmlm
+    from kmlm.cli.main import main as kmlm
     from kmlm.tasks.finetune import FinetuneSettings, finetune
 
     os.makedirs(args.out, exist_ok=True)

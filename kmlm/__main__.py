@@ -1,5 +1,5 @@
 import sys
 
-from kmlm.cli import main
+from kmlm.cli.main import main
 
 sys.exit(main())

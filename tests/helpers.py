@@ -48,7 +48,7 @@ def write_corpus(path, documents):
 
 def run_cli(argv, capsys):
     """Runs `kmlm` in-process: (exit status, stdout, stderr)."""
-    from kmlm.cli import main
+    from kmlm.cli.main import main
 
     code = main(argv)
     captured = capsys.readouterr()

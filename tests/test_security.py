@@ -1,7 +1,7 @@
 """Loading never runs code from a file: no pickle, safe-mode Keras loading, safe config parsing.
 
 The refusal of a crafted `.keras` file with a Lambda layer is tested end to end in
-tests/test_bad_input.py; here the sources are checked for the calls that would undo it."""
+tests/cli/test_bad_input.py; here the sources are checked for the calls that would undo it."""
 
 import ast
 import os

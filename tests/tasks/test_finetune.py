@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from kmlm.cli import main
+from kmlm.cli.main import main
 from kmlm.run_directory import load_run
 from kmlm.tasks.embed import load_sentence_embedder
 from kmlm.tasks.finetune import FinetuneSettings, Tasker, cosine_rows, finetune
@@ -18,7 +18,7 @@ from tests.helpers import run_cli, write_corpus
 from tests.task_data import similarity_examples, tag_examples, topic_examples, write_jsonl
 
 pytestmark = pytest.mark.slow
-SERVE_EXPORT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "serve_export.py")
+SERVE_EXPORT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "serving", "serve_export.py")
 FAST = dict(seq_len=32, batch_size=16, learning_rate=1e-3)
 
 

@@ -1,0 +1,162 @@
+"""CLI commands of the downstream tasks: finetune, predict, embed."""
+
+import json
+
+TASK_HELP = ("classify: one text -> label; pair: two texts -> label; tag: words -> BIO tags; "
+             "similarity: sentence vectors whose cosine follows a score (or --contrastive)")
+SOURCE_HELP = (".jsonl/.csv/.tsv file (fields text, text_pair, label / tokens, tags) or "
+               "tfds:NAME[/CONFIG][:SPLIT], e.g. tfds:glue/sst2:validation")
+
+
+def add_commands(commands, formatter_class):
+    """Adds the task subcommands to the `kmlm` argument parser."""
+    from kmlm.cli.main import _positive_int
+
+    ft = commands.add_parser(
+        "finetune", help="fine-tune a run's encoder on a labelled task", formatter_class=formatter_class,
+        description="Fine-tune the encoder of a run directory (from `kmlm pretrain` or `kmlm convert`) with "
+                    "model.fit: AdamW with linear warmup and decay, early stopping on the --eval metric (accuracy; "
+                    "entity F1 for tag; Spearman for similarity). Writes OUT/model.keras, task.json (labels, "
+                    "settings, metrics), vocab.txt and metrics.csv.")
+    ft.add_argument("run_dir", metavar="RUN_DIR", help="a pretrained run directory")
+    ft.add_argument("--task", required=True, choices=("classify", "pair", "tag", "similarity"), help=TASK_HELP)
+    ft.add_argument("--train", required=True, metavar="SRC", help="training examples: " + SOURCE_HELP)
+    ft.add_argument("--eval", default=None, metavar="SRC", help="evaluation examples (early stopping, best epoch)")
+    ft.add_argument("--test", default=None, metavar="SRC", help="test examples, scored once at the end")
+    ft.add_argument("--out", required=True, help="output directory")
+    ft.add_argument("--seq-len", type=_positive_int, default=128, help="longest row in tokens ([CLS]/[SEP] included)")
+    ft.add_argument("--batch-size", type=_positive_int, default=32, help="examples per step")
+    ft.add_argument("--epochs", type=_positive_int, default=3, help="passes over the training examples")
+    ft.add_argument("--learning-rate", type=float, default=2e-4, help="peak learning rate")
+    ft.add_argument("--warmup", type=float, default=0.1, help="share of the steps spent warming up")
+    ft.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    ft.add_argument("--dropout", type=float, default=0.1, help="dropout of the task head")
+    ft.add_argument("--patience", type=_positive_int, default=2, help="epochs without improvement before stopping")
+    ft.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="sentence vector (similarity)")
+    ft.add_argument("--contrastive", action="store_true",
+                    help="similarity: in-batch negatives on (text, text_pair) pairs instead of score regression")
+    ft.add_argument("--random-init", action="store_true",
+                    help="start from a randomly initialised encoder of the same shape (to measure what "
+                         "pretraining gives)")
+    ft.add_argument("--max-examples", type=_positive_int, default=None, help="use only the first N training examples")
+    ft.add_argument("--seed", type=int, default=0, help="seed of initialisation, dropout and shuffling")
+    ft.add_argument("--jit", action="store_true",
+                    help="XLA-compile the train step (pays off on long runs; every new batch shape compiles anew)")
+    ft.add_argument("--overwrite", action="store_true", help="replace an earlier fine-tuned model in --out")
+    ft.add_argument("--quiet", action="store_true", help="no progress output")
+    ft.set_defaults(run=_finetune)
+
+    pr = commands.add_parser(
+        "predict", help="run a fine-tuned model on texts", formatter_class=formatter_class,
+        description="Print the label (classify, pair), the per-word tags (tag: words split on whitespace) or the "
+                    "cosine similarity (similarity) for each TEXT.")
+    pr.add_argument("model_dir", metavar="DIR", help="a directory written by `kmlm finetune`")
+    pr.add_argument("texts", metavar="TEXT", nargs="+", help="input texts")
+    pr.add_argument("--pair", metavar="TEXT", nargs="+", default=None,
+                    help="second texts, one per TEXT (pair, similarity)")
+    pr.add_argument("--json", action="store_true", help="print JSON")
+    pr.set_defaults(run=_predict)
+
+    em = commands.add_parser(
+        "embed", help="sentence vectors and nearest-sentence search", formatter_class=formatter_class,
+        description="Embed every non-blank line of --input with a run's encoder (mean over real tokens, or "
+                    "[CLS]) or a fine-tuned similarity model; write the vectors as .npy and/or print the "
+                    "lines nearest to each --query by cosine similarity.")
+    em.add_argument("model_dir", metavar="RUN_DIR", help="a pretrained run directory or a fine-tuned similarity model")
+    em.add_argument("--input", required=True, metavar="FILE", help="UTF-8 text file, one sentence per line")
+    em.add_argument("--out", default=None, metavar="NPY", help="write the [N, H] float32 vectors here")
+    em.add_argument("--query", nargs="+", default=[], metavar="TEXT", help="print the nearest lines to these texts")
+    em.add_argument("--top-n", type=_positive_int, default=5, help="neighbours per query")
+    em.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="sentence vector of a pretrained run")
+    em.add_argument("--seq-len", type=_positive_int, default=128, help="longest row in tokens")
+    em.add_argument("--batch-size", type=_positive_int, default=64, help="sentences per batch")
+    em.add_argument("--json", action="store_true", help="print the neighbours as JSON")
+    em.set_defaults(run=_embed)
+
+
+def _finetune(args):
+    from kmlm.tasks.finetune import FinetuneSettings, finetune
+
+    settings = FinetuneSettings(
+        task=args.task, train=args.train, eval=args.eval, test=args.test, seq_len=args.seq_len,
+        batch_size=args.batch_size, epochs=args.epochs, learning_rate=args.learning_rate,
+        warmup_fraction=args.warmup, weight_decay=args.weight_decay, dropout=args.dropout, patience=args.patience,
+        pooling=args.pooling, contrastive=args.contrastive, random_init=args.random_init,
+        max_examples=args.max_examples, seed=args.seed, jit_compile=args.jit,
+    )
+    result = finetune(args.run_dir, args.out, settings, overwrite=args.overwrite, verbose=0 if args.quiet else 1)
+    for split in ("eval", "test"):
+        if split in result:
+            shown = ", ".join(f"{name} {value:.4f}" if isinstance(value, float) else f"{name} {value}"
+                              for name, value in result[split].items())
+            print(f"{split}: {shown}")
+    print(f"wrote {args.out} ({result['epochs']} epochs, {result['seconds']}s)")
+
+
+def _predict(args):
+    from kmlm.tasks.finetune import Tasker, cosine_rows
+
+    tasker = Tasker.load(args.model_dir)
+    info = tasker.info
+    if args.pair is not None and len(args.pair) != len(args.texts):
+        raise ValueError(f"--pair has {len(args.pair)} texts for {len(args.texts)} TEXT arguments; give one each")
+    if info.task in ("pair", "similarity") and args.pair is None:
+        raise ValueError(f"a {info.task} model needs a second text per TEXT; pass --pair TEXT ...")
+    results = []
+    if info.task in ("classify", "pair"):
+        probabilities = tasker.class_probabilities(args.texts, args.pair if info.task == "pair" else None)
+        for text, row in zip(args.texts, probabilities):
+            best = int(row.argmax())
+            results.append({"text": text, "label": info.labels[best], "score": float(row[best]),
+                            "scores": {label: float(p) for label, p in zip(info.labels, row)}})
+    elif info.task == "tag":
+        sentences = [text.split() for text in args.texts]
+        for text, words, tags in zip(args.texts, sentences, tasker.word_tags(sentences)):
+            results.append({"text": text, "words": words, "tags": tags})
+    else:
+        cosines = cosine_rows(tasker.embed(args.texts), tasker.embed(args.pair))
+        results = [{"text": a, "text_pair": b, "similarity": float(c)} for a, b, c in zip(args.texts, args.pair, cosines)]
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False, indent=2))
+        return
+    for result in results:
+        if "label" in result:
+            print(f"{result['label']}\t{result['score']:.4f}\t{result['text']}")
+        elif "tags" in result:
+            print(" ".join(f"{w}/{t}" for w, t in zip(result["words"], result["tags"])))
+        else:
+            print(f"{result['similarity']:.4f}\t{result['text']}\t{result['text_pair']}")
+
+
+def _embed(args):
+    import numpy as np
+
+    from kmlm.tasks.embed import load_sentence_embedder, nearest
+
+    if not args.out and not args.query:
+        raise ValueError("nothing to do: pass --out vectors.npy and/or --query TEXT")
+    try:
+        with open(args.input, encoding="utf-8", errors="replace") as f:
+            sentences = [line.strip() for line in f if line.strip()]
+    except IsADirectoryError:
+        raise IsADirectoryError(f"--input {args.input!r} is a directory; pass a text file") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--input {args.input!r} does not exist") from None
+    if not sentences:
+        raise ValueError(f"--input {args.input!r} has no non-blank lines")
+    embedder = load_sentence_embedder(args.model_dir, pooling=args.pooling, seq_len=args.seq_len)
+    vectors = embedder.embed(sentences, batch_size=args.batch_size)
+    if args.out:
+        np.save(args.out, vectors.astype(np.float32))
+        print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} vectors to {args.out}")
+    if args.query:
+        answers = nearest(embedder.embed(args.query, batch_size=args.batch_size), vectors, args.top_n)
+        results = [{"query": q, "neighbours": [{"line": sentences[i], "index": int(i), "cosine": float(c)}
+                                               for i, c in found]} for q, found in zip(args.query, answers)]
+        if args.json:
+            print(json.dumps(results, ensure_ascii=False, indent=2))
+            return
+        for result in results:
+            print(f"{result['query']}")
+            for neighbour in result["neighbours"]:
+                print(f"  {neighbour['cosine']:.4f}  {neighbour['line']}")

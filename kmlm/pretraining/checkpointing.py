@@ -1,0 +1,178 @@
+"""Callbacks that keep a pretraining run resumable: atomic backups and checkpoints, and a
+stop on a non-finite loss that names the step and the last good checkpoint.
+
+Every file is written under a temporary name and renamed into place (`os.replace` is
+atomic on POSIX), so a kill at any moment leaves either the previous file or the new one,
+never a file that looks complete but is not.
+"""
+
+import json
+import math
+import os
+import shutil
+
+import keras
+
+_PARTIAL_PREFIX = ".partial-"
+
+
+def replace_atomically(path, write):
+    """Calls `write(tmp_path)` and renames the result to `path`.
+
+    The temporary file sits in the same directory (a rename never crosses file systems) and
+    keeps the file name's ending, as Keras wants `.weights.h5` and `.keras` paths.
+
+    Example:
+    >>> replace_atomically("run/last.weights.h5", model.save_weights)
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f"{_PARTIAL_PREFIX}{os.getpid()}-{name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json_atomically(path, value):
+    """Writes `value` as JSON to `path` through a temporary file and a rename."""
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as file:
+            json.dump(value, file, indent=2)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+
+    replace_atomically(path, write)
+
+
+class AtomicBackupAndRestore(keras.callbacks.Callback):
+    """`BackupAndRestore` whose backup survives a kill at any moment.
+
+    At the end of every epoch it writes `epoch-N.weights.h5` (model and optimizer
+    variables: weights, Adam moments, the step counter that drives the learning-rate
+    schedule) under a temporary name, renames it into place, then atomically rewrites
+    `state.json`, which names that file. On `on_train_begin` it loads the file that
+    `state.json` names and sets the model's initial epoch, which `model.fit` and
+    `kmlm.pretraining.distributed.fit_distributed` both honour. The backup directory is removed when
+    training ends normally.
+
+    Args:
+        backup_dir: Directory of the backup (its own; nothing else may write there).
+        save: Whether this process writes backups (False on non-chief workers, which only
+            restore from the chief's).
+
+    Example:
+    >>> model.fit(dataset, epochs=10, callbacks=[AtomicBackupAndRestore("run/backup")])
+    """
+
+    STATE_FILE = "state.json"
+
+    def __init__(self, backup_dir, save=True):
+        super().__init__()
+        self.backup_dir = backup_dir
+        self.save = save
+
+    @classmethod
+    def read_state(cls, backup_dir):
+        """The saved state `{"epoch": N, "weights": FILE}`, or None when there is no backup."""
+        path = os.path.join(backup_dir, cls.STATE_FILE)
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as file:
+            try:
+                state = json.load(file)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"backup state {path!r} is not valid JSON ({error}); delete {backup_dir!r} to restart the run") from None
+        if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) or "weights" not in state:
+            raise ValueError(f"backup state {path!r} is not a kmlm backup; delete {backup_dir!r} to restart the run")
+        return state
+
+    @classmethod
+    def saved_epoch(cls, backup_dir):
+        """Epochs completed by the backed-up run (0 without a backup)."""
+        state = cls.read_state(backup_dir)
+        return 0 if state is None else state["epoch"]
+
+    def on_train_begin(self, logs=None):
+        state = self.read_state(self.backup_dir)
+        if state is None:
+            return
+        weights = os.path.join(self.backup_dir, state["weights"])
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(weights)
+        self.model._initial_epoch = state["epoch"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.save:
+            return
+        os.makedirs(self.backup_dir, exist_ok=True)
+        name = f"epoch-{epoch + 1}.weights.h5"
+        replace_atomically(os.path.join(self.backup_dir, name), self.model.save_weights)
+        write_json_atomically(os.path.join(self.backup_dir, self.STATE_FILE), {"epoch": epoch + 1, "weights": name})
+        for old in os.listdir(self.backup_dir):
+            if old.endswith(".weights.h5") and old != name:
+                os.remove(os.path.join(self.backup_dir, old))
+
+    def on_train_end(self, logs=None):
+        if self.save:
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+class AtomicWeightsCheckpoint(keras.callbacks.Callback):
+    """Saves the model's weights to `path` (a `.weights.h5` file) after every epoch, atomically.
+
+    Example:
+    >>> model.fit(dataset, epochs=3, callbacks=[AtomicWeightsCheckpoint("run/checkpoints/last.weights.h5")])
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self.last_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        replace_atomically(self.path, self.model.save_weights)
+        self.last_epoch = epoch + 1
+
+
+class NonFiniteLossError(ValueError):
+    """Training produced a NaN or infinite loss."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or infinite.
+
+    Unlike `TerminateOnNaN` it raises at once, so no epoch-end callback runs and the backup
+    and checkpoints keep the last good weights; the error names the step and that
+    checkpoint.
+
+    Args:
+        steps_per_epoch: Batches per epoch (to report the global step).
+        checkpoint: Describes the last good checkpoint: a callable returning a string.
+    """
+
+    def __init__(self, steps_per_epoch, checkpoint=lambda: "none"):
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+        self.checkpoint = checkpoint
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        loss = float(loss)
+        if not math.isfinite(loss):
+            step = self._epoch * self.steps_per_epoch + batch + 1
+            raise NonFiniteLossError(
+                f"training stopped at step {step}: the loss became {loss}; the last good checkpoint is "
+                f"{self.checkpoint()}; lower --learning-rate or use --precision float32"
+            )

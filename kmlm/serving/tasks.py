@@ -1,0 +1,168 @@
+"""Export a fine-tuned task model for TensorFlow Serving (same layout, version handling,
+op audit and warmup requests as `kmlm.serving.masked_lm`).
+
+Signatures (all plain `tf.function`s, every output dense):
+
+| task | `serving_default` (ids [B, S] int32) | `predict` (raw text) |
+|---|---|---|
+| classify | `scores` [B, C], `label_id` [B] | `text` [B] -> `label` [B] string, `label_id`, `score` [B], `scores` [B, C] |
+| pair | same | `text`, `text_pair` [B] -> same |
+| tag | `tag_ids` [B, S], `tag_scores` [B, S] | `text` [B] (words split on whitespace) -> `words`, `tags` [B, W] string, `tag_scores` [B, W], `word_count` [B] |
+| similarity | `embedding` [B, H] | `text` [B] -> `embedding` [B, H]; signature `similarity`: `text`, `text_pair` -> `cosine` [B] |
+
+W = S - 2 (a word needs at least one piece); padded words are "" with score 0. Words beyond
+the row's capacity get tag "O".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+
+import numpy as np
+import tensorflow as tf
+
+from kmlm.serving.masked_lm import check_version_free, write_version
+from kmlm.tasks.encoding import text_rows, to_dense, word_rows
+from kmlm.tasks.finetune import Tasker
+
+WARMUP_TEXTS = ("the first example text", "a second one")
+
+
+@dataclasses.dataclass
+class TaskExport:
+    """What `export_task` wrote: the version directory, its number, S, the audit's ops."""
+
+    path: str
+    version: int
+    seq_len: int
+    ops: dict
+
+
+class TaskServingModule(tf.Module):
+    """The exported object of a fine-tuned model: the Keras model's variables, the in-graph
+    tokenizer and the signature functions of its task."""
+
+    def __init__(self, tasker, seq_len):
+        super().__init__(name="kmlm_task_serving")
+        self.model_variables = [weight.value for weight in tasker.model.weights]
+        self._keras = types.SimpleNamespace(model=tasker.model, tokenizer=tasker.tokenizer)
+        self._ids = tasker.ids
+        self._info = tasker.info
+        self._labels = list(tasker.info.labels)
+        self._seq_len = int(seq_len)
+        self._max_words = self._seq_len - 2
+        ids = tf.TensorSpec([None, self._seq_len], tf.int32)
+        text = tf.TensorSpec([None], tf.string, name="text")
+        pair = tf.TensorSpec([None], tf.string, name="text_pair")
+        self.serving_default = tf.function(self._serving_default, input_signature=[ids, ids, ids], autograph=False)
+        task = tasker.info.task
+        if task == "pair":
+            self.predict = tf.function(self._predict_pair, input_signature=[text, pair], autograph=False)
+        elif task == "classify":
+            self.predict = tf.function(self._predict_text, input_signature=[text], autograph=False)
+        elif task == "tag":
+            self.predict = tf.function(self._predict_tags, input_signature=[text], autograph=False)
+        else:
+            self.predict = tf.function(self._predict_embedding, input_signature=[text], autograph=False)
+            self.similarity = tf.function(self._similarity, input_signature=[text, pair], autograph=False)
+
+    def signatures(self):
+        signatures = {"serving_default": self.serving_default.get_concrete_function(),
+                      "predict": self.predict.get_concrete_function()}
+        if self._info.task == "similarity":
+            signatures["similarity"] = self.similarity.get_concrete_function()
+        return signatures
+
+    def warmup_requests(self):
+        token_ids = np.full([1, self._seq_len], self._ids.pad, np.int32)
+        token_ids[0, :2] = [self._ids.cls, self._ids.sep]
+        document_ids = np.zeros_like(token_ids)
+        document_ids[0, :2] = 1
+        requests = [("serving_default", {"token_ids": token_ids, "segment_ids": np.zeros_like(token_ids),
+                                         "document_ids": document_ids})]
+        texts = np.array(WARMUP_TEXTS, object)
+        two = {"text": texts, "text_pair": texts[::-1].copy()}
+        requests.append(("predict", two if self._info.task == "pair" else {"text": texts}))
+        if self._info.task == "similarity":
+            requests.append(("similarity", two))
+        return requests
+
+    def _model(self, features):
+        return self._keras.model(features, training=False)
+
+    def _classify(self, logits):
+        scores = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        label_id = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        return scores, label_id
+
+    def _serving_default(self, token_ids, segment_ids, document_ids):
+        outputs = self._model({"token_ids": token_ids, "segment_ids": segment_ids, "document_ids": document_ids})
+        if self._info.task in ("classify", "pair"):
+            scores, label_id = self._classify(outputs)
+            return {"scores": scores, "label_id": label_id}
+        if self._info.task == "tag":
+            scores = tf.nn.softmax(tf.cast(outputs, tf.float32), axis=-1)
+            return {"tag_ids": tf.argmax(scores, axis=-1, output_type=tf.int32), "tag_scores": tf.reduce_max(scores, -1)}
+        return {"embedding": tf.cast(outputs, tf.float32)}
+
+    def _label_outputs(self, logits):
+        scores, label_id = self._classify(logits)
+        return {"label": tf.gather(tf.constant(self._labels), label_id), "label_id": label_id,
+                "score": tf.reduce_max(scores, axis=-1), "scores": scores}
+
+    def _encode_texts(self, text, text_pair=None):
+        tokens, segments = text_rows(self._keras.tokenizer, self._ids, text, text_pair, seq_len=self._seq_len)
+        return to_dense(tokens, segments, self._ids, self._seq_len)
+
+    def _predict_text(self, text):
+        return self._label_outputs(self._model(self._encode_texts(text)))
+
+    def _predict_pair(self, text, text_pair):
+        return self._label_outputs(self._model(self._encode_texts(text, text_pair)))
+
+    def _predict_embedding(self, text):
+        return {"embedding": tf.cast(self._model(self._encode_texts(text)), tf.float32)}
+
+    def _similarity(self, text, text_pair):
+        a = tf.math.l2_normalize(tf.cast(self._model(self._encode_texts(text)), tf.float32), axis=-1)
+        b = tf.math.l2_normalize(tf.cast(self._model(self._encode_texts(text_pair)), tf.float32), axis=-1)
+        return {"cosine": tf.reduce_sum(a * b, axis=-1)}
+
+    def _predict_tags(self, text):
+        words = tf.strings.split(text)[:, : self._max_words]
+        tokens, positions = word_rows(self._keras.tokenizer, self._ids, words, seq_len=self._seq_len)
+        features = to_dense(tokens, tf.zeros_like(tokens), self._ids, self._seq_len)
+        scores = tf.nn.softmax(tf.cast(self._model(features), tf.float32), axis=-1)  # [B, S, T]
+        best = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        best_score = tf.reduce_max(scores, axis=-1)
+        word_count = tf.cast(words.row_lengths(), tf.int32)
+        positions = tf.pad(positions, [[0, 0], [0, self._max_words - tf.shape(positions)[1]]], constant_values=-1)
+        positions.set_shape([None, self._max_words])
+        real = tf.sequence_mask(word_count, self._max_words)
+        placed = positions >= 0
+        at = tf.maximum(positions, 0)
+        tag_ids = tf.gather(best, at, batch_dims=1)
+        outside = self._labels.index("O") if "O" in self._labels else 0
+        tag_ids = tf.where(placed, tag_ids, outside)
+        tags = tf.where(real, tf.gather(tf.constant(self._labels), tag_ids), "")
+        tag_scores = tf.where(real & placed, tf.gather(best_score, at, batch_dims=1), 0.0)
+        padded_words = words.to_tensor(default_value="", shape=[None, self._max_words])
+        return {"words": padded_words, "tags": tags, "tag_scores": tag_scores, "word_count": word_count}
+
+
+def export_task(model_dir, base_dir, version=None, seq_len=None, model_name=None):
+    """Exports a `kmlm finetune` output directory as a TensorFlow Serving version.
+
+    Example:
+    >>> export_task("runs/sentiment", "serving/sentiment").path
+    'serving/sentiment/1'
+    """
+    check_version_free(base_dir, version)
+    tasker = Tasker.load(model_dir)
+    seq_len = int(seq_len or tasker.info.seq_len)
+    if seq_len < 4:
+        raise ValueError(f"seq_len={seq_len} is too short; use at least 4")
+    module = TaskServingModule(tasker, seq_len)
+    final, version, ops = write_version(module, base_dir, version, model_name)
+    return TaskExport(path=final, version=version, seq_len=seq_len, ops=ops)

@@ -1,0 +1,204 @@
+"""The bad-input table of the README: each input gives exit status 2 and one line on stderr
+(`kmlm COMMAND: error: ...`) without a traceback; `--debug` shows the traceback instead.
+
+Cases already covered by tests/cli/test_main.py (missing corpus, corpus without text, vocabulary
+without [MASK], --seq-len too long, bad hidden/heads, --mask-rate, unknown preset, fill-mask
+without [MASK]) and tests/serving/test_masked_lm.py (interrupted export) are not repeated here."""
+
+import json
+import os
+import shutil
+import stat
+
+import keras
+import pytest
+
+from kmlm.cli.main import main
+from tests.helpers import write_corpus
+from tests.cli.test_main import ENGLISH
+from tests.tiny_run import make_tiny_run
+
+
+def _error(argv, capsys, command=None):
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    lines = captured.err.strip().splitlines()
+    command = command or argv[0]
+    assert len(lines) == 1 and lines[0].startswith(f"kmlm {command}: error: "), captured.err
+    assert "Traceback" not in captured.err
+    return lines[0][len(f"kmlm {command}: error: "):]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return make_tiny_run(tmp_path_factory.mktemp("bad-input") / "run")
+
+
+@pytest.fixture()
+def run_copy(tiny_run, tmp_path):
+    return shutil.copytree(tiny_run, tmp_path / "run")
+
+
+def test_binary_corpus(tmp_path, capsys):
+    corpus = tmp_path / "image.txt"
+    corpus.write_bytes(b"\x89PNG\x00\x00\x00\rIHDR" + bytes(range(256)))
+    message = _error(["pretrain", "--corpus", str(corpus), "--out", str(tmp_path / "run")], capsys)
+    assert message == (
+        f"corpus file {str(corpus)!r} is binary, not text (a NUL byte at offset 4); give UTF-8 text files "
+        "(convert UTF-16 with iconv -f UTF-16 -t UTF-8)"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_invalid_utf8_is_replaced_and_counted_not_fatal(tmp_path, capsys):
+    corpus = tmp_path / "latin1.txt"
+    corpus.write_bytes("\n\n".join(ENGLISH[:40]).encode() + b"\n\ncaf\xe9 cr\xe8me br\xfbl\xe9e\n")
+    code = main(["vocab", "--corpus", str(corpus), "--size", "200", "--out", str(tmp_path / "vocab.txt")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.strip().splitlines()[-1] == "replaced 4 invalid UTF-8 sequences in the corpus"
+
+
+def test_vocabulary_that_does_not_match_the_model(run_copy, capsys):
+    with open(run_copy / "vocab.txt", "a", encoding="utf-8") as file:
+        file.write("extra\n")
+    message = _error(["fill-mask", str(run_copy), "the [MASK] sat"], capsys)
+    assert message == (
+        f"{str(run_copy / 'vocab.txt')!r} has 22 tokens but the run's model has vocabulary_size=21; "
+        "restore the vocab.txt that the run was trained with"
+    )
+
+
+def test_run_directory_from_a_newer_kmlm(run_copy, capsys):
+    config = json.loads((run_copy / "config.json").read_text())
+    config["kmlm_version"] = "9.3.0"
+    (run_copy / "config.json").write_text(json.dumps(config))
+    message = _error(["evaluate", str(run_copy)], capsys)
+    from kmlm import __version__
+
+    assert message == (
+        f"{str(run_copy / 'config.json')!r} was written by kmlm 9.3.0, which this kmlm {__version__} cannot read; "
+        f"upgrade kmlm (pip install -U kmlm) or use a run written by kmlm <= {__version__}"
+    )
+
+
+def test_corrupted_config(run_copy, capsys):
+    (run_copy / "config.json").write_text('{"model": {"hidden_dim": 32,')
+    message = _error(["fill-mask", str(run_copy), "a [MASK]"], capsys)
+    assert message == (f"{str(run_copy / 'config.json')!r} is not valid JSON (Expecting property name enclosed in "
+                       "double quotes: line 1 column 29 (char 28))")
+
+
+def test_corrupted_model_file(run_copy, capsys):
+    model = run_copy / "model.keras"
+    model.write_bytes(model.read_bytes()[:200])  # what a kill during a plain write would leave
+    message = _error(["fill-mask", str(run_copy), "a [MASK]"], capsys)
+    assert message.startswith(f"{str(model)!r} is not a readable Keras model (not a complete .keras zip archive); ")
+    assert message.endswith("it is corrupted or was not written by kmlm: re-run `kmlm pretrain` with --overwrite")
+
+
+def test_unfinished_run(run_copy, capsys):
+    os.remove(run_copy / "model.keras")
+    message = _error(["evaluate", str(run_copy)], capsys)
+    assert message == (
+        f"{str(run_copy)!r} has no model.keras: its training did not finish; re-run the same `kmlm pretrain` "
+        "command to resume it"
+    )
+
+
+def test_a_model_file_with_a_lambda_layer_is_refused(run_copy, capsys):
+    inputs = keras.Input((4,))
+    crafted = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    crafted.save(run_copy / "model.keras")
+    message = _error(["fill-mask", str(run_copy), "a [MASK]"], capsys)
+    assert message == (
+        f"refused to load {str(run_copy / 'model.keras')!r}: it holds Python code (a Lambda layer), which safe "
+        "mode never runs; kmlm writes no such models, so do not trust this file"
+    )
+
+
+def test_export_version_collision(tiny_run, tmp_path, capsys):
+    (tmp_path / "serving" / "1").mkdir(parents=True)
+    message = _error(["export", tiny_run, "--out", str(tmp_path / "serving"), "--version", "1"], capsys)
+    assert message == (
+        f"version 1 already exists in {str(tmp_path / 'serving')!r}; versions are never overwritten: pass another "
+        "--version or leave it out to write version 2"
+    )
+
+
+def test_unwritable_output_directory(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.txt", ENGLISH)
+    if os.geteuid() == 0:  # permissions do not stop root; sysfs refuses new files to everyone
+        parent, out = "/sys", "/sys/kmlm-run"
+    else:
+        parent = tmp_path / "locked"
+        parent.mkdir()
+        parent.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        parent, out = str(parent), str(parent / "run")
+    message = _error(["pretrain", "--corpus", corpus, "--out", out], capsys)
+    assert message.startswith(f"--out {out!r} cannot be written: {parent!r} refuses new files (")
+    assert message.endswith("); choose a writable directory")
+
+
+@pytest.mark.parametrize(
+    "tf_config, message",
+    [
+        ("{not json", "TF_CONFIG is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 "
+                      "(char 1)); set it to e.g. "),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}',
+         "TF_CONFIG task index 3 is outside the 1 worker address(es) of the cluster; use 0 to 0"),
+    ],
+)
+def test_malformed_tf_config(tf_config, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]) + "\n")
+    got = _error(["pretrain", "--strategy", "multi-worker", "--vocab", str(vocab), "--out", str(tmp_path / "r")], capsys)
+    assert got.startswith(message)
+
+
+def test_multi_worker_without_a_vocabulary(tmp_path, capsys):
+    message = _error(["pretrain", "--strategy", "multi-worker", "--out", str(tmp_path / "r")], capsys)
+    assert message == (
+        "--strategy multi-worker needs --vocab FILE so that every worker uses the same vocabulary; "
+        "learn one first with `kmlm vocab`"
+    )
+
+
+def test_bad_learning_rate(tmp_path, capsys):
+    message = _error(["pretrain", "--learning-rate", "-0.001", "--out", str(tmp_path / "r")], capsys)
+    assert message == "--learning-rate -0.001 must be a positive number, e.g. 5e-4"
+
+
+def test_bad_flag_values_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["pretrain", "--steps", "0", "--out", "x"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "kmlm pretrain: error: argument --steps: 0 is not a positive integer; see `kmlm pretrain --help`\n"
+    )
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--strategy", "ring", "--out", "x"])
+    assert capsys.readouterr().err.startswith(
+        "kmlm pretrain: error: argument --strategy: invalid choice: 'ring' (choose from 'default', 'mirrored', "
+        "'multi-worker', 'tpu')"
+    )
+
+
+def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(tiny_run, monkeypatch, capsys):
+    import kmlm.run_directory
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(kmlm.run_directory, "load_run", broken)
+    message = _error(["fill-mask", tiny_run, "a [MASK]"], capsys)
+    assert message == "RuntimeError: disk on fire (run with --debug for the traceback)"
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        main(["fill-mask", tiny_run, "a [MASK]", "--debug"])
+
+
+def test_old_distribution_flag_still_works(tmp_path, capsys):
+    message = _error(["pretrain", "--distribution", "multi-worker", "--out", str(tmp_path / "r")], capsys)
+    assert message.startswith("--strategy multi-worker needs --vocab FILE")
