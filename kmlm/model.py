@@ -12,8 +12,14 @@ def _as_config(config):
     return config if isinstance(config, ModelConfig) else ModelConfig.from_dict(dict(config))
 
 
-def _inputs(names):
-    return {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in names}
+def model_inputs(names=ENCODER_INPUTS, prefix=""):
+    """Symbolic int32 [B, S] Keras inputs, one per name (with an optional name prefix).
+
+    Example:
+    >>> sorted(model_inputs(ENCODER_INPUTS + ("mask_positions",)))
+    ['document_ids', 'mask_positions', 'segment_ids', 'token_ids']
+    """
+    return {prefix + name: keras.Input(shape=(None,), dtype="int32", name=prefix + name) for name in names}
 
 
 @keras.saving.register_keras_serializable(package="kmlm")
@@ -29,7 +35,7 @@ class Encoder(keras.Model):
 
     def __init__(self, config, **kwargs):
         config = _as_config(config)
-        inputs = _inputs(ENCODER_INPUTS)
+        inputs = model_inputs(ENCODER_INPUTS)
         embedding = InputEmbedding(
             config.vocabulary_size,
             config.hidden_dim,
@@ -81,7 +87,7 @@ class MaskedLMModel(keras.Model):
 
     def __init__(self, config, **kwargs):
         config = _as_config(config)
-        inputs = _inputs(ENCODER_INPUTS + ("mask_positions",))
+        inputs = model_inputs(ENCODER_INPUTS + ("mask_positions",))
         encoder = Encoder(config)
         sequence = encoder({name: inputs[name] for name in ENCODER_INPUTS})
         head = MaskedLMHead(

@@ -1,6 +1,10 @@
-"""Optimizer, schedule, loss and metrics for masked-language-model pretraining."""
+"""What pretraining and fine-tuning share: optimizer, schedule, loss, metrics, precision,
+the stop on a non-finite loss and the `model.fit` wrapper for tf.data input."""
 
+import contextlib
+import math
 import threading
+import warnings
 
 import keras
 import tensorflow as tf
@@ -211,3 +215,55 @@ def compile_for_pretraining(
         steps_per_execution=steps_per_execution,
     )
     return model
+
+
+class NonFiniteLossError(ValueError):
+    """Training produced a NaN or infinite loss."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or infinite.
+
+    Unlike `TerminateOnNaN` it raises at once, so no epoch-end callback runs and the backup
+    and checkpoints keep the last good weights; the error names the step and that
+    checkpoint.
+
+    Args:
+        steps_per_epoch: Batches per epoch (to report the global step).
+        checkpoint: Describes the last good checkpoint: a callable returning a string.
+    """
+
+    def __init__(self, steps_per_epoch, checkpoint=lambda: "none"):
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+        self.checkpoint = checkpoint
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        loss = float(loss)
+        if not math.isfinite(loss):
+            step = self._epoch * self.steps_per_epoch + batch + 1
+            raise NonFiniteLossError(
+                f"training stopped at step {step}: the loss became {loss}; the last good checkpoint is "
+                f"{self.checkpoint()}; lower --learning-rate or use --precision float32"
+            )
+
+
+@contextlib.contextmanager
+def tf_data_fit():
+    """Silences Keras' warning that `shuffle` is ignored for tf.data input: kmlm's
+    pipelines shuffle themselves. Wrap `model.fit` calls on kmlm datasets in it.
+
+    Example:
+    >>> with tf_data_fit():
+    ...     pass
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+        yield

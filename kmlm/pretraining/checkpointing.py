@@ -1,52 +1,16 @@
-"""Callbacks that keep a pretraining run resumable: atomic backups and checkpoints, and a
-stop on a non-finite loss that names the step and the last good checkpoint.
+"""Callbacks that keep a pretraining run resumable: atomic backups and checkpoints.
 
-Every file is written under a temporary name and renamed into place (`os.replace` is
-atomic on POSIX), so a kill at any moment leaves either the previous file or the new one,
-never a file that looks complete but is not.
+Every file is written through `kmlm.files.replace_atomically`, so a kill at any moment
+leaves either the previous file or the new one, never a file that looks complete but is not.
 """
 
 import json
-import math
 import os
 import shutil
 
 import keras
 
-_PARTIAL_PREFIX = ".partial-"
-
-
-def replace_atomically(path, write):
-    """Calls `write(tmp_path)` and renames the result to `path`.
-
-    The temporary file sits in the same directory (a rename never crosses file systems) and
-    keeps the file name's ending, as Keras wants `.weights.h5` and `.keras` paths.
-
-    Example:
-    >>> replace_atomically("run/last.weights.h5", model.save_weights)
-    """
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f"{_PARTIAL_PREFIX}{os.getpid()}-{name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json_atomically(path, value):
-    """Writes `value` as JSON to `path` through a temporary file and a rename."""
-
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as file:
-            json.dump(value, file, indent=2)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-
-    replace_atomically(path, write)
-
+from kmlm.files import replace_atomically, write_json_atomically
 
 class AtomicBackupAndRestore(keras.callbacks.Callback):
     """`BackupAndRestore` whose backup survives a kill at any moment.
@@ -138,41 +102,3 @@ class AtomicWeightsCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         replace_atomically(self.path, self.model.save_weights)
         self.last_epoch = epoch + 1
-
-
-class NonFiniteLossError(ValueError):
-    """Training produced a NaN or infinite loss."""
-
-
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops training at the first batch whose loss is NaN or infinite.
-
-    Unlike `TerminateOnNaN` it raises at once, so no epoch-end callback runs and the backup
-    and checkpoints keep the last good weights; the error names the step and that
-    checkpoint.
-
-    Args:
-        steps_per_epoch: Batches per epoch (to report the global step).
-        checkpoint: Describes the last good checkpoint: a callable returning a string.
-    """
-
-    def __init__(self, steps_per_epoch, checkpoint=lambda: "none"):
-        super().__init__()
-        self.steps_per_epoch = steps_per_epoch
-        self.checkpoint = checkpoint
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is None:
-            return
-        loss = float(loss)
-        if not math.isfinite(loss):
-            step = self._epoch * self.steps_per_epoch + batch + 1
-            raise NonFiniteLossError(
-                f"training stopped at step {step}: the loss became {loss}; the last good checkpoint is "
-                f"{self.checkpoint()}; lower --learning-rate or use --precision float32"
-            )

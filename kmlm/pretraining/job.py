@@ -6,21 +6,14 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 
 import keras
 import tensorflow as tf
 
 from kmlm.pretraining import distributed
 from kmlm import run_directory as rd
-from kmlm.pretraining.checkpointing import (
-    AtomicBackupAndRestore,
-    AtomicWeightsCheckpoint,
-    NonFiniteLossError,
-    StopOnNonFiniteLoss,
-    replace_atomically,
-    write_json_atomically,
-)
+from kmlm.files import replace_atomically, write_json_atomically
+from kmlm.pretraining.checkpointing import AtomicBackupAndRestore, AtomicWeightsCheckpoint
 from kmlm.config import ModelConfig
 from kmlm.pretraining.curves import plot_curves
 from kmlm.pretraining.evaluation import eval_dataset, evaluate_masked_lm
@@ -37,7 +30,14 @@ from kmlm.pipelines import (
     save_vocabulary,
     split_documents,
 )
-from kmlm.training import PRECISIONS, compile_for_pretraining, set_precision
+from kmlm.training import (
+    PRECISIONS,
+    NonFiniteLossError,
+    StopOnNonFiniteLoss,
+    compile_for_pretraining,
+    set_precision,
+    tf_data_fit,
+)
 
 DISTRIBUTIONS = distributed.STRATEGIES
 
@@ -341,9 +341,7 @@ def pretrain(out, settings=None, verbose=1):
                 verbose=1 if verbose == "auto" else verbose,
             )
         else:
-            with warnings.catch_warnings():
-                # Keras warns that `shuffle` is ignored for tf.data input; the pipeline shuffles.
-                warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+            with tf_data_fit():
                 model.fit(
                     train_ds,
                     steps_per_epoch=steps_per_epoch,

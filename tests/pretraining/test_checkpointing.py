@@ -8,13 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from kmlm.pretraining.checkpointing import (
-    AtomicBackupAndRestore,
-    AtomicWeightsCheckpoint,
-    NonFiniteLossError,
-    StopOnNonFiniteLoss,
-    replace_atomically,
-)
+from kmlm.files import replace_atomically
+from kmlm.pretraining.checkpointing import AtomicBackupAndRestore, AtomicWeightsCheckpoint
+from kmlm.training import NonFiniteLossError, StopOnNonFiniteLoss
 from tests.helpers import write_corpus
 from tests.cli.test_main import ENGLISH
 

@@ -1,0 +1,59 @@
+"""Atomic file writes: every file kmlm writes appears whole or not at all.
+
+A file is written under a temporary name in its own directory and renamed into place
+(`os.replace` is atomic on POSIX), so a kill at any moment leaves either the previous file
+or the new one, never a file that looks complete but is not.
+"""
+
+import json
+import os
+
+_PARTIAL_PREFIX = ".partial-"
+
+
+def replace_atomically(path, write):
+    """Calls `write(tmp_path)` and renames the result to `path`.
+
+    The temporary file sits in the same directory (a rename never crosses file systems) and
+    keeps the file name's ending, as Keras wants `.weights.h5` and `.keras` paths.
+
+    Example:
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "note.txt")
+    >>> replace_atomically(path, lambda tmp: open(tmp, "w").write("done"))
+    >>> open(path).read()
+    'done'
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f"{_PARTIAL_PREFIX}{os.getpid()}-{name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json_atomically(path, value):
+    """Writes `value` as indented JSON to `path` through a temporary file and a rename."""
+    write_text_atomically(path, json.dumps(value, indent=2) + "\n")
+
+
+def write_text_atomically(path, text):
+    """Writes `text` (UTF-8) to `path` through a temporary file and a rename.
+
+    Example:
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "vocab.txt")
+    >>> write_text_atomically(path, "[PAD]\\n")
+    >>> open(path).read()
+    '[PAD]\\n'
+    """
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+
+    replace_atomically(path, write)
