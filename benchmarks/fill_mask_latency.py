@@ -59,12 +59,12 @@ def build_export(vocabulary, preset, seq_len, top_k, workdir):
 
     from kmlm import ModelConfig, build_mlm_model
     from kmlm.serving.masked_lm import export_run
-    from kmlm.run_directory import Run
+    from kmlm.run_directory import DataRecord, Run, RunConfig
 
     config = ModelConfig.from_preset(preset, vocabulary_size=len(vocabulary))
     model = build_mlm_model(config)
-    run = Run(path=workdir, settings={"data": {"seq_len": seq_len, "lowercase": True, "mask_rate": 0.15}},
-              model_config=config, vocabulary=vocabulary, model=model)
+    run = Run(path=workdir, config=RunConfig(config, DataRecord(seq_len=seq_len, lowercase=True, mask_rate=0.15)),
+              vocabulary=vocabulary, model=model)
     export = export_run(run, os.path.join(workdir, "serving"), seq_len=seq_len, top_k=top_k)
     signature = tf.saved_model.load(export.path).signatures["fill_mask"]
     return config, lambda texts: signature(text=tf.constant(texts))["top_k_tokens"].numpy()

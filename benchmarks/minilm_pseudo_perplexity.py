@@ -15,6 +15,7 @@ python benchmarks/minilm_pseudo_perplexity.py --help
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -49,14 +50,14 @@ def train_head(converted, out, steps, seq_len, batch_size, learning_rate, batche
     import tensorflow as tf
 
     from kmlm.pipelines import MaskingConfig, load_documents, mlm_dataset, split_documents
-    from kmlm.run_directory import MODEL_FILE, load_run, read_settings, write_settings
+    from kmlm.run_directory import MODEL_FILE, RunConfig, load_run
     from kmlm.training import compile_for_pretraining
 
     shutil.copytree(converted, out)
     run = load_run(out)
     documents = split_documents(load_documents("builtin:python-docs"), "train")
     dataset = mlm_dataset(documents, run.vocabulary, seq_len=seq_len, batch_size=batch_size,
-                          masking=MaskingConfig(seed=0), lowercase=run.data["lowercase"])
+                          masking=MaskingConfig(seed=0), lowercase=run.config.data.lowercase)
     encoder_inputs = ("token_ids", "segment_ids", "document_ids")
     encode = tf.function(lambda features: run.encoder(features, training=False), autograph=False)
     hidden, targets, weights = [], [], []
@@ -80,12 +81,12 @@ def train_head(converted, out, steps, seq_len, batch_size, learning_rate, batche
     data = data.shuffle(rows, seed=0).repeat().batch(16)
     history = head_model.fit(data, steps_per_epoch=steps, epochs=1, verbose=2)
     run.model.save(os.path.join(out, MODEL_FILE))
-    settings = read_settings(out)
-    settings["heads"]["masked_lm"] = True
-    settings["data"].update(corpus=None, seq_len=seq_len, batch_size=batch_size)
-    settings["training"] = {"mlm_head_only": True, "steps": steps, "learning_rate": learning_rate,
-                            "final_masked_accuracy": float(history.history["masked_accuracy"][-1])}
-    write_settings(out, settings)
+    config = RunConfig.read(out)
+    config.heads.masked_lm = True
+    config.data = dataclasses.replace(config.data, corpus=None, seq_len=seq_len, batch_size=batch_size)
+    config.training = {"mlm_head_only": True, "steps": steps, "learning_rate": learning_rate,
+                       "final_masked_accuracy": float(history.history["masked_accuracy"][-1])}
+    config.write(out)
     return float(history.history["masked_accuracy"][-1])
 
 
@@ -117,7 +118,7 @@ def main():
           f"train masked accuracy at the end {accuracy:.3f}")
 
     run = load_run(with_head)
-    scorer = PseudoLikelihoodScorer(run.model, run.vocabulary, lowercase=run.data["lowercase"])
+    scorer = PseudoLikelihoodScorer(run.model, run.vocabulary, lowercase=run.config.data.lowercase)
     rng = random.Random(0)
     mixed = [shuffled(s, rng) for s in SENTENCES]
     original, scrambled = scorer.score(SENTENCES), scorer.score(mixed)

@@ -23,7 +23,8 @@ import kmlm  # noqa: E402,F401  (sets the Keras backend)
 import tensorflow as tf  # noqa: E402
 
 from kmlm.pipelines import load_documents  # noqa: E402
-from kmlm.wordvec.word2vec import Word2VecSettings, split_words, train_word2vec  # noqa: E402
+from kmlm.wordvec.word2vec import Word2VecSettings, train_word2vec  # noqa: E402
+from kmlm.wordvec.words import split_words  # noqa: E402
 
 
 def corpus_words(source, max_documents):

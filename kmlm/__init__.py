@@ -27,7 +27,7 @@ _EXPORTS = {
     "build_mlm_model": "kmlm.model",
     "compile_for_pretraining": "kmlm.training",
     "set_precision": "kmlm.training",
-    "PretrainSettings": "kmlm.pretraining.job",
+    "PretrainSettings": "kmlm.pretraining.settings",
     "pretrain": "kmlm.pretraining.job",
     "load_run": "kmlm.run_directory",
     "FillMask": "kmlm.inference.fill_mask",

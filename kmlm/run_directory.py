@@ -12,6 +12,9 @@ RUN_DIR/curves.png      loss / accuracy curves
 RUN_DIR/pooler.safetensors  [CLS] pooler and next-sentence/sentence-order classifier, when the
                         run has them (converted checkpoints, `--objective mlm+nsp|mlm+sop`)
 ```
+
+config.json is one `RunConfig`: every writer builds one and every reader gets one from
+`load_run(...).config`, so no reader assumes its own defaults for a missing key.
 """
 
 import dataclasses
@@ -21,10 +24,12 @@ import zipfile
 
 import keras
 
+from kmlm import __version__
 from kmlm.config import ModelConfig
+from kmlm.files import replace_atomically, write_text_atomically
 from kmlm.model import MaskedLMModel  # noqa: F401  (registers the classes load_model needs)
 from kmlm.training import GlobalClipAdamW  # noqa: F401  (registers the optimizer, for compile=True)
-from kmlm.pipelines import load_vocabulary
+from kmlm.pipelines import load_vocabulary, max_predictions_for
 
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.txt"
@@ -37,27 +42,197 @@ CURVES_FILE = "curves.png"
 POOLER_FILE = "pooler.safetensors"
 
 
+def _check_keys(values, record, section, source):
+    """Refuses keys that `record` (a dataclass) has no field for, naming them and the valid ones."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{source} has a {section} section that is not an object: {values!r}")
+    known = {field.name for field in dataclasses.fields(record)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{source} has unknown {section} settings {unknown}; valid: {sorted(known)}")
+
+
+@dataclasses.dataclass
+class DataRecord:
+    """How a run read and masked its text: the "data" section of config.json.
+
+    A key missing from an older config.json takes the value kmlm has always assumed for it
+    (lowercase text, rows of 128 tokens, BERT token masking at 0.15, ...); `max_predictions`
+    defaults to what `seq_len` and `mask_rate` give. `vocab_method` is None when the run did
+    not learn its vocabulary (a converted checkpoint), and is then left out of config.json.
+
+    Example:
+    >>> data = DataRecord.from_dict({"seq_len": 64})
+    >>> data.lowercase, data.mask_rate, data.max_predictions
+    (True, 0.15, 16)
+    """
+
+    corpus: str | None = None
+    one_per_line: bool = False
+    seq_len: int = 128
+    batch_size: int = 32
+    masking: str = "token"
+    mask_rate: float = 0.15
+    mask_token_rate: float = 0.8
+    random_token_rate: float = 0.1
+    lowercase: bool = True
+    packing: bool = True
+    eval_fraction: float = 0.02
+    max_predictions: int | None = None
+    vocab_method: str | None = None
+
+    def __post_init__(self):
+        if self.max_predictions is None:
+            self.max_predictions = max_predictions_for(self.seq_len, self.mask_rate)
+
+    @classmethod
+    def from_dict(cls, values, source="the run config"):
+        """Reads a "data" section; an unknown key is refused (ValueError naming it)."""
+        _check_keys(values, cls, "data", source)
+        return cls(**values)
+
+    def to_dict(self):
+        values = dataclasses.asdict(self)
+        if self.vocab_method is None:
+            del values["vocab_method"]
+        return values
+
+
+@dataclasses.dataclass
+class Heads:
+    """Which trained heads a run's weights hold: the "heads" section of config.json.
+
+    Converted checkpoints and sentence-pair pretraining write it; a run without one holds a
+    trained masked-LM head and no pooler (`RunConfig.heads` is None).
+
+    Example:
+    >>> Heads.from_dict({"masked_lm": False, "pooler": True, "next_sentence": False}).pooler
+    True
+    """
+
+    masked_lm: bool = True
+    pooler: bool = False
+    next_sentence: bool = False
+
+    @classmethod
+    def from_dict(cls, values, source="the run config"):
+        """Reads a "heads" section; an unknown key is refused (ValueError naming it)."""
+        _check_keys(values, cls, "heads", source)
+        return cls(**values)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """A run's config.json: model, data, training record, heads and provenance.
+
+    `to_dict()` gives the JSON that config.json holds and `from_dict()` reads it back, so
+    `RunConfig.from_dict(config.to_dict()) == config`; a config.json written by any earlier
+    kmlm reads too. Keys: "model" (required, a `ModelConfig`), "data" (a `DataRecord`; missing
+    keys take its defaults), "training" (how the weights were trained, kept as written: kmlm
+    reads nothing from it; {} for a converted checkpoint), "heads" (a `Heads`, only where
+    written), "converted_from" (where a converted checkpoint came from) and "kmlm_version".
+    An unknown key, in any section except "training" and "converted_from", is refused with a
+    ValueError that names it: kmlm never writes one, so it is a typing mistake to report.
+
+    Example:
+    >>> config = RunConfig(ModelConfig.from_preset("tiny", vocabulary_size=100), DataRecord(seq_len=64))
+    >>> RunConfig.from_dict(config.to_dict()) == config
+    True
+    >>> sorted(config.to_dict())
+    ['data', 'kmlm_version', 'model', 'training']
+    """
+
+    model: ModelConfig
+    data: DataRecord = dataclasses.field(default_factory=DataRecord)
+    training: dict = dataclasses.field(default_factory=dict)
+    heads: Heads | None = None
+    converted_from: dict | None = None
+    kmlm_version: str | None = __version__
+
+    @property
+    def has_masked_lm_head(self):
+        """False for a converted checkpoint that had no MLM head (its head is untrained)."""
+        return self.heads is None or bool(self.heads.masked_lm)
+
+    @classmethod
+    def from_dict(cls, values, source="the run config"):
+        """Reads the dict of a config.json; `source` names it in errors.
+
+        It does not check `kmlm_version` (`read` does, before this).
+        """
+        if not isinstance(values, dict) or "model" not in values:
+            raise ValueError(f"{source} has no \"model\" section; it was not written by kmlm")
+        _check_keys(values, cls, "top-level", source)
+        training = values.get("training", {})
+        if not isinstance(training, dict):
+            raise ValueError(f"{source} has a training section that is not an object: {training!r}")
+        heads = values.get("heads")
+        return cls(
+            model=ModelConfig.from_dict(values["model"]),
+            data=DataRecord.from_dict(values.get("data", {}), source),
+            training=dict(training),
+            heads=None if heads is None else Heads.from_dict(heads, source),
+            converted_from=values.get("converted_from"),
+            kmlm_version=values.get("kmlm_version"),
+        )
+
+    def to_dict(self):
+        values = {"model": self.model.to_dict(), "data": self.data.to_dict(), "training": dict(self.training)}
+        if self.heads is not None:
+            values["heads"] = self.heads.to_dict()
+        if self.converted_from is not None:
+            values["converted_from"] = self.converted_from
+        if self.kmlm_version is not None:
+            values["kmlm_version"] = self.kmlm_version
+        return values
+
+    def write(self, path):
+        """Writes `path`/config.json atomically (sorted keys, two-space indents)."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        write_text_atomically(os.path.join(path, CONFIG_FILE), text)
+
+    @classmethod
+    def read(cls, path):
+        """Reads config.json of the run directory `path`, with one clear line when it is not one
+        or was written by a newer kmlm."""
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"run directory {path!r} does not exist; pass the --out of a `kmlm pretrain` run")
+        config_path = os.path.join(path, CONFIG_FILE)
+        if not os.path.isfile(config_path):
+            raise ValueError(f"{path!r} is not a kmlm run directory (no {CONFIG_FILE}); pass the --out of a `kmlm pretrain` run")
+        with open(config_path, encoding="utf-8") as f:
+            try:
+                values = json.load(f)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{config_path!r} is not valid JSON ({error})") from None
+        if isinstance(values, dict):
+            _check_version(config_path, values.get("kmlm_version"))
+        return cls.from_dict(values, repr(config_path))
+
+
 @dataclasses.dataclass
 class Run:
     """A loaded run directory.
 
     Attributes:
         path: the directory.
-        settings: the parsed config.json (keys "model", "data", "training").
-        model_config: the `ModelConfig`.
+        config: its config.json, a `RunConfig`.
         vocabulary: the tokens in id order.
         model: the final `MaskedLMModel`.
     """
 
     path: str
-    settings: dict
-    model_config: ModelConfig
+    config: RunConfig
     vocabulary: list
     model: keras.Model
 
     @property
-    def data(self):
-        return self.settings.get("data", {})
+    def model_config(self):
+        """The `ModelConfig` of the run."""
+        return self.config.model
 
     @property
     def encoder(self):
@@ -75,7 +250,7 @@ class Run:
     @property
     def has_masked_lm_head(self):
         """False for a converted checkpoint that had no MLM head (its head is untrained)."""
-        return bool(self.settings.get("heads", {}).get("masked_lm", True))
+        return self.config.has_masked_lm_head
 
     def require_masked_lm_head(self, command):
         """Raises a one-line ValueError when `command` needs an MLM head the run lacks."""
@@ -91,9 +266,8 @@ def save_sentence_heads(path, tensors):
     import numpy as np
     from safetensors.numpy import save_file
 
-    target = os.path.join(path, POOLER_FILE)
-    save_file({name: np.ascontiguousarray(value, np.float32) for name, value in tensors.items()}, target + ".tmp")
-    os.replace(target + ".tmp", target)
+    arrays = {name: np.ascontiguousarray(value, np.float32) for name, value in tensors.items()}
+    replace_atomically(os.path.join(path, POOLER_FILE), lambda tmp: save_file(arrays, tmp))
 
 
 def load_sentence_heads(path):
@@ -107,37 +281,8 @@ def load_sentence_heads(path):
     return load_file(target)
 
 
-def write_settings(path, settings):
-    """Writes config.json atomically (temporary file, then rename)."""
-    target = os.path.join(path, CONFIG_FILE)
-    tmp = target + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(settings, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, target)
-
-
-def read_settings(path):
-    """Reads config.json of a run directory, with a clear error when it is not one."""
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"run directory {path!r} does not exist; pass the --out of a `kmlm pretrain` run")
-    config_path = os.path.join(path, CONFIG_FILE)
-    if not os.path.isfile(config_path):
-        raise ValueError(f"{path!r} is not a kmlm run directory (no {CONFIG_FILE}); pass the --out of a `kmlm pretrain` run")
-    with open(config_path, encoding="utf-8") as f:
-        try:
-            settings = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{config_path!r} is not valid JSON ({error})") from None
-    if not isinstance(settings, dict) or "model" not in settings:
-        raise ValueError(f"{config_path!r} has no \"model\" section; it was not written by kmlm")
-    _check_version(config_path, settings.get("kmlm_version"))
-    return settings
-
-
 def _check_version(config_path, written_by):
     """Refuses a run written by a newer kmlm (older runs stay readable)."""
-    from kmlm import __version__
 
     def release(version):
         try:
@@ -156,14 +301,14 @@ def _check_version(config_path, written_by):
 
 
 def load_run(path, compile=False):
-    """Loads a finished run directory: settings, vocabulary and the final model.
+    """Loads a finished run directory: config.json, vocabulary and the final model.
 
-    Example:
-    >>> run = load_run("runs/demo")
-    >>> run.model_config.hidden_dim
-    256
+    Example (needs a trained run directory, so not run here):
+    >>> run = load_run("runs/demo")  # doctest: +SKIP
+    >>> run.model_config.hidden_dim, run.config.data.seq_len  # doctest: +SKIP
+    (256, 128)
     """
-    settings = read_settings(path)
+    config = RunConfig.read(path)
     model_path = os.path.join(path, MODEL_FILE)
     if not os.path.isfile(model_path):
         raise ValueError(
@@ -171,20 +316,14 @@ def load_run(path, compile=False):
             "`kmlm pretrain` command to resume it"
         )
     vocabulary = load_vocabulary(os.path.join(path, VOCAB_FILE))
-    model_config = ModelConfig.from_dict(settings["model"])
+    model_config = config.model
     if len(vocabulary) != model_config.vocabulary_size:
         raise ValueError(
             f"{os.path.join(path, VOCAB_FILE)!r} has {len(vocabulary)} tokens but the run's model has "
             f"vocabulary_size={model_config.vocabulary_size}; restore the vocab.txt that the run was trained with"
         )
     model = load_model_safely(model_path, compile=compile)
-    return Run(
-        path=path,
-        settings=settings,
-        model_config=model_config,
-        vocabulary=vocabulary,
-        model=model,
-    )
+    return Run(path=path, config=config, vocabulary=vocabulary, model=model)
 
 
 def load_model_safely(model_path, compile=False):

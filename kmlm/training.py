@@ -20,7 +20,7 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     Example:
     >>> schedule = WarmupLinearDecay(1e-3, warmup_steps=10, total_steps=100)
-    >>> float(schedule(5))
+    >>> round(float(schedule(5)), 6)
     0.0005
     """
 
@@ -204,8 +204,15 @@ def compile_for_pretraining(
         `perplexity` metrics.
 
     Example:
+    >>> from kmlm.config import ModelConfig
+    >>> from kmlm.model import build_mlm_model
+    >>> config = ModelConfig.from_preset("tiny", vocabulary_size=100)
     >>> model = compile_for_pretraining(build_mlm_model(config), total_steps=1000)
-    >>> model.fit(dataset, steps_per_epoch=100, epochs=10)
+    >>> float(model.optimizer.learning_rate)  # step 0 of the linear warmup
+    0.0
+
+    Training then takes an `mlm_dataset` (see `kmlm.pipelines`):
+    `model.fit(dataset, steps_per_epoch=100, epochs=10)`.
     """
     model.compile(
         optimizer=make_optimizer(learning_rate, total_steps, warmup_steps, weight_decay, clipnorm),

@@ -38,7 +38,7 @@ class EncoderBlock(keras.layers.Layer):
 
     Example:
     >>> block = EncoderBlock(num_heads=2, intermediate_dim=32)
-    >>> block(ops.ones((1, 4, 8)), ops.ones((1, 4), "int32")).shape
+    >>> tuple(block(ops.ones((1, 4, 8)), ops.ones((1, 4), "int32")).shape)
     (1, 4, 8)
     """
 

@@ -42,7 +42,7 @@ class FeedForward(keras.layers.Layer):
         float tensor [..., H].
 
     Example:
-    >>> FeedForward(intermediate_dim=32)(ops.ones((2, 3, 8))).shape
+    >>> tuple(FeedForward(intermediate_dim=32)(ops.ones((2, 3, 8))).shape)
     (2, 3, 8)
     """
 

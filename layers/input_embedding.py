@@ -32,7 +32,7 @@ class InputEmbedding(keras.layers.Layer):
 
     Example:
     >>> layer = InputEmbedding(vocabulary_size=100, hidden_dim=16, max_position=32)
-    >>> layer(ops.ones((2, 8), "int32")).shape
+    >>> tuple(layer(ops.ones((2, 8), "int32")).shape)
     (2, 8, 16)
     """
 

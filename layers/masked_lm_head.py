@@ -36,7 +36,7 @@ class MaskedLMHead(keras.layers.Layer):
 
     Example:
     >>> head = MaskedLMHead(vocabulary_size=50)
-    >>> head(ops.ones((2, 8, 16)), ops.zeros((2, 3), "int32")).shape
+    >>> tuple(head(ops.ones((2, 8, 16)), ops.zeros((2, 3), "int32")).shape)
     (2, 3, 50)
     """
 

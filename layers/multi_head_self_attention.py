@@ -48,7 +48,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     Example:
     >>> attn = MultiHeadSelfAttention(num_heads=2)
     >>> x = ops.ones((1, 4, 8))
-    >>> attn(x, ops.convert_to_tensor([[1, 1, 2, 0]])).shape
+    >>> tuple(attn(x, ops.convert_to_tensor([[1, 1, 2, 0]])).shape)
     (1, 4, 8)
     """
 

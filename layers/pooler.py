@@ -19,7 +19,7 @@ class Pooler(keras.layers.Layer):
         float tensor [B, H].
 
     Example:
-    >>> Pooler()(ops.ones((2, 5, 8))).shape
+    >>> tuple(Pooler()(ops.ones((2, 5, 8))).shape)
     (2, 8)
     """
 

@@ -21,8 +21,8 @@ def project(x, kernel, bias=None, transpose_kernel=False):
         float tensor [..., N] of `x.dtype`.
 
     Example:
-    >>> project(tf.ones((2, 3, 4)), tf.ones((4, 5)), tf.zeros((5,))).shape
-    TensorShape([2, 3, 5])
+    >>> tuple(project(tf.ones((2, 3, 4)), tf.ones((4, 5)), tf.zeros((5,))).shape)
+    (2, 3, 5)
     """
     kernel = tf.cast(kernel, x.dtype)
     width = kernel.shape[0 if transpose_kernel else 1]

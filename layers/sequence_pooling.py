@@ -27,7 +27,7 @@ class SequencePooling(keras.layers.Layer):
 
     Example:
     >>> pool = SequencePooling("mean")
-    >>> pool(ops.ones((2, 3, 4)), ops.convert_to_tensor([[1, 1, 0], [1, 0, 0]])).shape
+    >>> tuple(pool(ops.ones((2, 3, 4)), ops.convert_to_tensor([[1, 1, 0], [1, 0, 0]])).shape)
     (2, 4)
     """
 

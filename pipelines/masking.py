@@ -24,17 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 
 import tensorflow as tf
 
 from kmlm.pipelines.tokenizer import special_ids
-from kmlm.pipelines.vocabulary import CONTINUATION_PREFIX, SPECIAL_TOKENS, resolve_vocabulary
+from kmlm.pipelines.vocabulary import CONTINUATION_PREFIX, SPECIAL_TOKENS, never_predicted, resolve_vocabulary
 
 STRATEGIES = ("token", "whole_word", "span")
-
-# Vocabulary entries like "[unused12]" in BERT's vocab.txt are reserved, not text.
-_RESERVED_TOKEN = re.compile(r"\[\w+\]")
 
 
 def max_predictions_for(seq_len: int, rate: float) -> int:
@@ -163,7 +159,7 @@ class Masker:
         self.seq_len = seq_len
         self.max_predictions = max_predictions_for(seq_len, config.rate)
         self.mask_id = special_ids(vocabulary).mask
-        special = [t in SPECIAL_TOKENS or bool(_RESERVED_TOKEN.fullmatch(t)) for t in vocabulary]
+        special = never_predicted(vocabulary).tolist()
         continuation = [
             t.startswith(CONTINUATION_PREFIX) and len(t) > len(CONTINUATION_PREFIX)
             for t in vocabulary

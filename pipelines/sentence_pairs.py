@@ -166,6 +166,7 @@ def sentence_pair_dataset(
     deterministic_eval: bool = False,
     shuffle_seed: int | None = None,
     tokenize_batch: int = 256,
+    start_batch: int = 0,
 ) -> tf.data.Dataset:
     """Masked sentence-pair batches for joint MLM + NSP/SOP training.
 
@@ -184,6 +185,8 @@ def sentence_pair_dataset(
         deterministic_eval: evaluation mode, see above.
         shuffle_seed: seed of the pair draws (default `masking.seed`).
         tokenize_batch: pairs tokenized together.
+        start_batch: training only: begin at this batch of the stream, with the pairs and masks
+            it would have had (a resumed run continues where it stopped).
 
     Returns:
         A dataset of `(features, targets, weights)`: `features` as `mlm_dataset` gives them,
@@ -239,7 +242,10 @@ def sentence_pair_dataset(
         weights = {"masked_lm": mask_weights, "next_sentence": batch["label_weights"]}
         return features, targets, weights
 
-    return batches.enumerate().map(mask, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    if not isinstance(start_batch, int) or start_batch < 0 or (start_batch and not training):
+        raise ValueError(f"start_batch={start_batch!r} must be a non-negative integer (and 0 in evaluation mode)")
+    return (batches.enumerate().skip(start_batch).map(mask, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
 
 
 def _fill_batch(batch: dict[str, tf.Tensor], batch_size: int) -> dict[str, tf.Tensor]:

@@ -3,14 +3,18 @@
 A kmlm vocabulary is a plain text file with one token per line; the line number (from 0) is
 the token id. Vocabularies learned here start with `SPECIAL_TOKENS` at ids 0..4; vocabularies
 from elsewhere (e.g. Google's BERT `vocab.txt`) are accepted as long as they contain every
-special token once.
+special token once. Tokens written `[name]` (the special tokens, BERT's `[unused12]`) are
+markup, not text: `never_predicted` marks them, and no prediction, generation or random
+replacement ever produces one.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator
 
+import numpy as np
 import tensorflow as tf
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -22,6 +26,10 @@ MIN_VOCABULARY_SIZE = 128
 VOCABULARY_METHODS = ("fast", "keras-nlp")
 
 CONTINUATION_PREFIX = "##"
+
+# "[CLS]", "[unused12]" and the like: reserved entries of a vocabulary, never text (a
+# learned vocabulary cannot hold one: pre-tokenization splits "[" and "]" off every word).
+_MARKUP_TOKEN = re.compile(r"\[\w+\]")
 
 # How many documents travel together from a tf.data corpus into the trainers.
 _STREAM_BATCH = 1024
@@ -159,6 +167,40 @@ def _learn_with_keras_nlp(documents, size: int, lowercase: bool) -> list[str]:
         suffix_indicator=CONTINUATION_PREFIX,
         reserved_tokens=list(SPECIAL_TOKENS),
     )
+
+
+def is_never_predicted(token: str) -> bool:
+    """Whether `token` is markup that no model output may be: a special token or a reserved
+    `[name]` entry such as BERT's `[unused12]`.
+
+    Args:
+        token: A vocabulary entry.
+
+    Returns:
+        True for `[PAD]`, `[MASK]`, `[unused0]`, ...; False for text pieces, `[` included.
+
+    Example:
+        >>> [is_never_predicted(t) for t in ["[MASK]", "[unused7]", "[", "cat", "##s"]]
+        [True, True, False, False, False]
+    """
+    return token in SPECIAL_TOKENS or bool(_MARKUP_TOKEN.fullmatch(token))
+
+
+def never_predicted(vocabulary: list[str]) -> np.ndarray:
+    """The tokens of a vocabulary that fill-mask, generation and random replacement never
+    produce (see `is_never_predicted`).
+
+    Args:
+        vocabulary: The tokens in id order.
+
+    Returns:
+        A bool array [V], True at the ids never predicted.
+
+    Example:
+        >>> never_predicted(list(SPECIAL_TOKENS) + ["[unused0]", "cat"]).nonzero()[0].tolist()
+        [0, 1, 2, 3, 4, 5]
+    """
+    return np.array([is_never_predicted(token) for token in vocabulary], bool).reshape(len(vocabulary))
 
 
 def check_vocabulary(vocabulary: list[str], origin: str = "vocabulary") -> None:

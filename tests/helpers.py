@@ -70,3 +70,40 @@ def random_mlm_batch(seed=0, batch=4, seq_len=16, predictions=8, unused_slots=0)
     if unused_slots:
         w[:, -unused_slots:] = 0
     return x, y, w
+
+
+def logged_epochs(run_dir):
+    """The epoch numbers of the rows of `run_dir`/metrics.csv, in file order."""
+    with open(os.path.join(run_dir, "metrics.csv"), encoding="utf-8") as file:
+        return [int(line.split(",")[0]) for line in file.read().splitlines()[1:]]
+
+
+def kill_during_training(command, run_dir, epochs=3, timeout=300):
+    """Starts `command` (a `kmlm pretrain` subprocess that writes `run_dir`) and SIGKILLs its
+    whole process group once metrics.csv has `epochs` rows and a backup exists, as a power cut
+    would; fails the test if training ends first. Returns `logged_epochs(run_dir)`."""
+    import signal
+    import subprocess
+    import time
+
+    import pytest
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    metrics = os.path.join(run_dir, "metrics.csv")
+
+    def rows():  # lines are counted, not parsed: the last one may be half written
+        if not os.path.exists(metrics):
+            return 0
+        with open(metrics, encoding="utf-8") as file:
+            return len(file.read().splitlines()) - 1
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if rows() >= epochs and os.path.exists(os.path.join(run_dir, "backup")):
+            break
+        if process.poll() is not None:
+            pytest.fail("training ended before it could be interrupted")
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return logged_epochs(run_dir)

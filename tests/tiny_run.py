@@ -7,7 +7,7 @@ import keras
 from kmlm.config import ModelConfig
 from kmlm.model import build_mlm_model
 from kmlm.pipelines import SPECIAL_TOKENS, save_vocabulary
-from kmlm.run_directory import MODEL_FILE, VOCAB_FILE, write_settings
+from kmlm.run_directory import MODEL_FILE, VOCAB_FILE, DataRecord, RunConfig
 
 WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "ran", "big", "red", "##s", "##ed", ".", ","]
 VOCABULARY = list(SPECIAL_TOKENS) + ["[unused0]", "[unused1]"] + WORDS
@@ -27,6 +27,6 @@ def make_tiny_run(path, seed=0, vocabulary=VOCABULARY):
     model = tiny_model(seed, vocabulary)
     os.makedirs(path, exist_ok=True)
     save_vocabulary(vocabulary, os.path.join(path, VOCAB_FILE))
-    write_settings(path, {"model": model.config.to_dict(), "data": {"lowercase": True, "seq_len": 32}, "training": {}})
+    RunConfig(model=model.config, data=DataRecord(lowercase=True, seq_len=32)).write(path)
     model.save(os.path.join(path, MODEL_FILE))
     return str(path)

@@ -1,6 +1,11 @@
-"""CLI commands of the downstream tasks: finetune, predict, embed."""
+"""`kmlm finetune`, `kmlm predict` and `kmlm embed`: the downstream tasks of a run's encoder.
+
+TensorFlow-heavy modules are imported inside the command functions, so `kmlm --help` stays fast.
+"""
 
 import json
+
+from kmlm.cli.options import add_command, add_quiet_option, add_subcommands, positive_int
 
 TASK_HELP = ("classify: one text -> label; pair: two texts -> label; tag: words -> BIO tags; "
              "similarity: sentence vectors whose cosine follows a score (or --contrastive)")
@@ -8,12 +13,15 @@ SOURCE_HELP = (".jsonl/.csv/.tsv file (fields text, text_pair, label / tokens, t
                "tfds:NAME[/CONFIG][:SPLIT], e.g. tfds:glue/sst2:validation")
 
 
-def add_commands(commands, formatter_class):
-    """Adds the task subcommands to the `kmlm` argument parser."""
-    from kmlm.cli.main import _positive_int
+def add_commands(commands, names=None):
+    """Adds the subcommands finetune, predict and embed (or only those in `names`) to `commands`."""
+    add_subcommands(commands, COMMANDS, names)
 
-    ft = commands.add_parser(
-        "finetune", help="fine-tune a run's encoder on a labelled task", formatter_class=formatter_class,
+
+def add_finetune_command(commands):
+    """Adds `kmlm finetune`."""
+    ft = add_command(
+        commands, "finetune", help="fine-tune a run's encoder on a labelled task",
         description="Fine-tune the encoder of a run directory (from `kmlm pretrain` or `kmlm convert`) with "
                     "model.fit: AdamW with linear warmup and decay, early stopping on the --eval metric (accuracy; "
                     "entity F1 for tag; Spearman for similarity). Writes OUT/model.keras, task.json (labels, "
@@ -24,30 +32,33 @@ def add_commands(commands, formatter_class):
     ft.add_argument("--eval", default=None, metavar="SRC", help="evaluation examples (early stopping, best epoch)")
     ft.add_argument("--test", default=None, metavar="SRC", help="test examples, scored once at the end")
     ft.add_argument("--out", required=True, help="output directory")
-    ft.add_argument("--seq-len", type=_positive_int, default=128, help="longest row in tokens ([CLS]/[SEP] included)")
-    ft.add_argument("--batch-size", type=_positive_int, default=32, help="examples per step")
-    ft.add_argument("--epochs", type=_positive_int, default=3, help="passes over the training examples")
+    ft.add_argument("--seq-len", type=positive_int, default=128, help="longest row in tokens ([CLS]/[SEP] included)")
+    ft.add_argument("--batch-size", type=positive_int, default=32, help="examples per step")
+    ft.add_argument("--epochs", type=positive_int, default=3, help="passes over the training examples")
     ft.add_argument("--learning-rate", type=float, default=2e-4, help="peak learning rate")
     ft.add_argument("--warmup", type=float, default=0.1, help="share of the steps spent warming up")
     ft.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     ft.add_argument("--dropout", type=float, default=0.1, help="dropout of the task head")
-    ft.add_argument("--patience", type=_positive_int, default=2, help="epochs without improvement before stopping")
+    ft.add_argument("--patience", type=positive_int, default=2, help="epochs without improvement before stopping")
     ft.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="sentence vector (similarity)")
     ft.add_argument("--contrastive", action="store_true",
                     help="similarity: in-batch negatives on (text, text_pair) pairs instead of score regression")
     ft.add_argument("--random-init", action="store_true",
                     help="start from a randomly initialised encoder of the same shape (to measure what "
                          "pretraining gives)")
-    ft.add_argument("--max-examples", type=_positive_int, default=None, help="use only the first N training examples")
+    ft.add_argument("--max-examples", type=positive_int, default=None, help="use only the first N training examples")
     ft.add_argument("--seed", type=int, default=0, help="seed of initialisation, dropout and shuffling")
     ft.add_argument("--jit", action="store_true",
                     help="XLA-compile the train step (pays off on long runs; every new batch shape compiles anew)")
     ft.add_argument("--overwrite", action="store_true", help="replace an earlier fine-tuned model in --out")
-    ft.add_argument("--quiet", action="store_true", help="no progress output")
+    add_quiet_option(ft)
     ft.set_defaults(run=_finetune)
 
-    pr = commands.add_parser(
-        "predict", help="run a fine-tuned model on texts", formatter_class=formatter_class,
+
+def add_predict_command(commands):
+    """Adds `kmlm predict`."""
+    pr = add_command(
+        commands, "predict", help="run a fine-tuned model on texts",
         description="Print the label (classify, pair), the per-word tags (tag: words split on whitespace) or the "
                     "cosine similarity (similarity) for each TEXT.")
     pr.add_argument("model_dir", metavar="DIR", help="a directory written by `kmlm finetune`")
@@ -57,8 +68,11 @@ def add_commands(commands, formatter_class):
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.set_defaults(run=_predict)
 
-    em = commands.add_parser(
-        "embed", help="sentence vectors and nearest-sentence search", formatter_class=formatter_class,
+
+def add_embed_command(commands):
+    """Adds `kmlm embed`."""
+    em = add_command(
+        commands, "embed", help="sentence vectors and nearest-sentence search",
         description="Embed every non-blank line of --input with a run's encoder (mean over real tokens, or "
                     "[CLS]) or a fine-tuned similarity model; write the vectors as .npy and/or print the "
                     "lines nearest to each --query by cosine similarity.")
@@ -66,15 +80,16 @@ def add_commands(commands, formatter_class):
     em.add_argument("--input", required=True, metavar="FILE", help="UTF-8 text file, one sentence per line")
     em.add_argument("--out", default=None, metavar="NPY", help="write the [N, H] float32 vectors here")
     em.add_argument("--query", nargs="+", default=[], metavar="TEXT", help="print the nearest lines to these texts")
-    em.add_argument("--top-n", type=_positive_int, default=5, help="neighbours per query")
+    em.add_argument("--top-n", type=positive_int, default=5, help="neighbours per query")
     em.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="sentence vector of a pretrained run")
-    em.add_argument("--seq-len", type=_positive_int, default=128, help="longest row in tokens")
-    em.add_argument("--batch-size", type=_positive_int, default=64, help="sentences per batch")
+    em.add_argument("--seq-len", type=positive_int, default=128, help="longest row in tokens")
+    em.add_argument("--batch-size", type=positive_int, default=64, help="sentences per batch")
     em.add_argument("--json", action="store_true", help="print the neighbours as JSON")
     em.set_defaults(run=_embed)
 
 
 def _finetune(args):
+    """Runs `kmlm finetune`."""
     from kmlm.tasks.finetune import FinetuneSettings, finetune
 
     settings = FinetuneSettings(
@@ -94,6 +109,7 @@ def _finetune(args):
 
 
 def _predict(args):
+    """Runs `kmlm predict`."""
     from kmlm.tasks.finetune import Tasker, cosine_rows
 
     tasker = Tasker.load(args.model_dir)
@@ -129,6 +145,7 @@ def _predict(args):
 
 
 def _embed(args):
+    """Runs `kmlm embed`."""
     import numpy as np
 
     from kmlm.tasks.embed import load_sentence_embedder, nearest
@@ -160,3 +177,7 @@ def _embed(args):
             print(f"{result['query']}")
             for neighbour in result["neighbours"]:
                 print(f"  {neighbour['cosine']:.4f}  {neighbour['line']}")
+
+
+# Subcommand name -> the function that adds it, in the group's order.
+COMMANDS = {"finetune": add_finetune_command, "predict": add_predict_command, "embed": add_embed_command}

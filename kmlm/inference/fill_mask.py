@@ -3,11 +3,14 @@
 import numpy as np
 import tensorflow as tf
 
-from kmlm.pipelines import SPECIAL_TOKENS, make_tokenizer, special_ids
+from kmlm.pipelines import make_tokenizer, never_predicted, special_ids
 
 
 class FillMask:
     """Predicts the tokens behind `[MASK]` with a trained `MaskedLMModel`.
+
+    Special and reserved tokens (`kmlm.pipelines.never_predicted`) are never proposed; scores
+    are the softmax over the remaining vocabulary.
 
     Args:
         model: the masked-LM model.
@@ -16,9 +19,13 @@ class FillMask:
         max_length: longest tokenized input accepted, [CLS] and [SEP] included.
 
     Example:
-    >>> run = load_run("runs/demo")
-    >>> FillMask(run.model, run.vocabulary)("the [MASK] of a list")[0]["predictions"][0]
-    {'token': 'length', 'id': 1234, 'score': 0.41}
+    >>> import kmlm
+    >>> vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", "the", "cat", "sat", "on"]
+    >>> config = kmlm.ModelConfig.from_preset("tiny", vocabulary_size=len(vocabulary))
+    >>> model = kmlm.build_mlm_model(config)  # untrained: the predictions are random
+    >>> fill_mask = FillMask(model, vocabulary, max_length=16)
+    >>> sorted(p["token"] for p in fill_mask("the cat [MASK] on", top_k=10)[0]["predictions"])
+    ['cat', 'on', 'sat', 'the']
     """
 
     def __init__(self, model, vocabulary, lowercase=True, max_length=512):
@@ -27,9 +34,7 @@ class FillMask:
         self.tokenizer = make_tokenizer(self.vocabulary, lowercase=lowercase)
         self.ids = special_ids(self.vocabulary)
         self.max_length = int(max_length)
-        specials = [i for i, token in enumerate(self.vocabulary) if token in SPECIAL_TOKENS]
-        self._never_predicted = np.zeros(len(self.vocabulary), bool)
-        self._never_predicted[specials] = True
+        self._never_predicted = never_predicted(self.vocabulary)
 
     def __call__(self, text, top_k=5):
         """Returns, for each [MASK] in `text`, a dict with `position` (token index in the

@@ -17,18 +17,15 @@ the most likely token). Special and reserved tokens ([CLS], [SEP], [PAD], [UNK],
 """
 
 import dataclasses
-import re
 
 import numpy as np
 import tensorflow as tf
 
 from kmlm.inference.fill_mask import join_wordpieces, text_pieces
-from kmlm.pipelines import make_tokenizer, special_ids
+from kmlm.pipelines import make_tokenizer, never_predicted, special_ids
 
 GENERATION_METHODS = ("mask-predict", "gibbs")
 DEFAULT_ITERATIONS = {"mask-predict": 10, "gibbs": 4}
-# "[CLS]", "[unused12]" and the like are markup, not text.
-_MARKUP_TOKEN = re.compile(r"\[\w+\]")
 
 
 @dataclasses.dataclass
@@ -61,10 +58,14 @@ class MaskFillingGenerator:
         max_length: longest model input, [CLS] and [SEP] included.
 
     Example:
-    >>> run = load_run("runs/demo")
-    >>> generator = MaskFillingGenerator(run.model, run.vocabulary)
-    >>> generator.generate("the list", length=8, method="mask-predict", seed=0).text
-    'the list of the items in the sequence is returned'
+    >>> import kmlm
+    >>> vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", "the", "cat", "sat", "on"]
+    >>> config = kmlm.ModelConfig.from_preset("tiny", vocabulary_size=len(vocabulary))
+    >>> model = kmlm.build_mlm_model(config)  # untrained: the predictions are random
+    >>> generator = MaskFillingGenerator(model, vocabulary, max_length=16)
+    >>> generation = generator.generate("the cat", length=3, method="mask-predict", seed=0)
+    >>> generation.positions, generation.text.startswith("the cat "), "[" in generation.text
+    ([3, 4, 5], True, False)
     """
 
     def __init__(self, model, vocabulary, lowercase=True, max_length=512):
@@ -73,7 +74,7 @@ class MaskFillingGenerator:
         self.tokenizer = make_tokenizer(self.vocabulary, lowercase=lowercase)
         self.ids = special_ids(self.vocabulary)
         self.max_length = int(max_length)
-        self.forbidden = np.array([bool(_MARKUP_TOKEN.fullmatch(token)) for token in self.vocabulary])
+        self.forbidden = never_predicted(self.vocabulary)
         if self.forbidden.all():
             raise ValueError("the vocabulary has no ordinary tokens to generate")
 

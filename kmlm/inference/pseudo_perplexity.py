@@ -73,10 +73,13 @@ class PseudoLikelihoodScorer:
         batch_size: masked copies per model call.
 
     Example:
-    >>> run = load_run("runs/demo")
-    >>> scorer = PseudoLikelihoodScorer(run.model, run.vocabulary)
-    >>> scorer.score(["the cat sat on the mat"])[0].pseudo_perplexity
-    12.3
+    >>> import kmlm
+    >>> vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", "the", "cat", "sat", "on"]
+    >>> config = kmlm.ModelConfig.from_preset("tiny", vocabulary_size=len(vocabulary))
+    >>> model = kmlm.build_mlm_model(config)  # untrained: the predictions are random
+    >>> score = PseudoLikelihoodScorer(model, vocabulary, max_length=16).score(["the cat sat on"])[0]
+    >>> score.tokens, len(score.token_log_probs), score.pseudo_perplexity > 1
+    (['the', 'cat', 'sat', 'on'], 4, True)
     """
 
     def __init__(self, model, vocabulary, lowercase=True, max_length=512, batch_size=64):

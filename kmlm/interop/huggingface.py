@@ -24,6 +24,7 @@ import numpy as np
 
 from kmlm import run_directory as rd
 from kmlm.config import ModelConfig
+from kmlm.files import replace_atomically
 
 # Hugging Face `hidden_act` values and the kmlm activation computing the same function.
 ACTIVATION_NAMES = {
@@ -311,37 +312,20 @@ def convert_checkpoint(hf_dir, out, seq_len=128, verbose=1):
     save_vocabulary(vocabulary, os.path.join(out, rd.VOCAB_FILE))
     if sentence_heads:
         rd.save_sentence_heads(out, sentence_heads)
-    settings = {
-        "model": model_config.to_dict(),
-        "data": {
-            "corpus": None,
-            "one_per_line": False,
-            "seq_len": int(seq_len),
-            "batch_size": 8,
-            "masking": "token",
-            "mask_rate": 0.15,
-            "mask_token_rate": 0.8,
-            "random_token_rate": 0.1,
-            "lowercase": lowercase,
-            "packing": True,
-            "eval_fraction": 0.02,
-            "max_predictions": _max_predictions(seq_len),
-        },
-        "training": {},
-        "heads": heads,
-        "converted_from": {
+    rd.RunConfig(
+        model=model_config,
+        # `evaluate` and `export` read these; the converted run learned no vocabulary.
+        data=rd.DataRecord(seq_len=int(seq_len), batch_size=8, lowercase=lowercase),
+        heads=rd.Heads(**heads),
+        converted_from={
             "path": os.path.abspath(hf_dir),
             "model_type": hf_config.get("model_type"),
             "architectures": hf_config.get("architectures") or [],
             "hidden_act": hf_config.get("hidden_act", "gelu"),
             "ignored_tensors": ignored,
         },
-        "kmlm_version": _version(),
-    }
-    rd.write_settings(out, settings)
-    tmp = os.path.join(out, rd.MODEL_FILE + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, os.path.join(out, rd.MODEL_FILE))
+    ).write(out)
+    replace_atomically(os.path.join(out, rd.MODEL_FILE), model.save)
     result = {"heads": heads, "ignored": ignored, "parameters": int(model.count_params())}
     if verbose:
         present = ", ".join(name for name, present in heads.items() if present) or "none"
@@ -358,14 +342,3 @@ def convert_checkpoint(hf_dir, out, seq_len=128, verbose=1):
             print("no MLM head in the checkpoint: fill-mask, evaluate, score and generate are unavailable", flush=True)
     return result
 
-
-def _max_predictions(seq_len):
-    from kmlm.pipelines import max_predictions_for
-
-    return max_predictions_for(int(seq_len), 0.15)
-
-
-def _version():
-    from kmlm import __version__
-
-    return __version__

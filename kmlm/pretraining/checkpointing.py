@@ -29,7 +29,13 @@ class AtomicBackupAndRestore(keras.callbacks.Callback):
             restore from the chief's).
 
     Example:
-    >>> model.fit(dataset, epochs=10, callbacks=[AtomicBackupAndRestore("run/backup")])
+    >>> import numpy as np
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer="adam", loss="mse")
+    >>> x, y = np.ones((8, 3), "float32"), np.zeros((8, 1), "float32")
+    >>> history = model.fit(x, y, epochs=2, verbose=0, callbacks=[AtomicBackupAndRestore("run/backup")])
+    >>> int(model.optimizer.iterations.numpy()), os.path.exists("run/backup")  # removed once training ended
+    (2, False)
     """
 
     STATE_FILE = "state.json"
@@ -91,7 +97,13 @@ class AtomicWeightsCheckpoint(keras.callbacks.Callback):
     """Saves the model's weights to `path` (a `.weights.h5` file) after every epoch, atomically.
 
     Example:
-    >>> model.fit(dataset, epochs=3, callbacks=[AtomicWeightsCheckpoint("run/checkpoints/last.weights.h5")])
+    >>> import numpy as np
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer="adam", loss="mse")
+    >>> checkpoint = AtomicWeightsCheckpoint("last.weights.h5")
+    >>> history = model.fit(np.ones((8, 3)), np.zeros((8, 1)), epochs=3, verbose=0, callbacks=[checkpoint])
+    >>> checkpoint.last_epoch, os.path.isfile("last.weights.h5")
+    (3, True)
     """
 
     def __init__(self, path):

@@ -13,38 +13,36 @@ EVAL_SEED = 20_240_601
 
 
 def masking_from_settings(data, seed=EVAL_SEED):
-    """The `MaskingConfig` a run trained with, re-seeded for evaluation."""
+    """The `MaskingConfig` a run trained with (its `DataRecord`), re-seeded for evaluation."""
     return MaskingConfig(
-        strategy=data.get("masking", "token"),
-        rate=data.get("mask_rate", 0.15),
-        mask_token_rate=data.get("mask_token_rate", 0.8),
-        random_token_rate=data.get("random_token_rate", 0.1),
+        strategy=data.masking,
+        rate=data.mask_rate,
+        mask_token_rate=data.mask_token_rate,
+        random_token_rate=data.random_token_rate,
         seed=seed,
     )
 
 
 def eval_dataset(data, vocabulary, corpus=None, batch_size=None):
-    """Deterministic evaluation batches for a run's data settings.
+    """Deterministic evaluation batches for a run's data settings (its `DataRecord`).
 
     Without `corpus` the held-out split of the training corpus is used; a `corpus` given
     explicitly is evaluated whole (it is the user's own held-out text).
     """
     if corpus is None:
         documents = split_documents(
-            load_documents(data.get("corpus"), one_per_line=data.get("one_per_line", False)),
-            "eval",
-            data.get("eval_fraction", 0.02),
+            load_documents(data.corpus, one_per_line=data.one_per_line), "eval", data.eval_fraction
         )
     else:
-        documents = load_documents(corpus, one_per_line=data.get("one_per_line", False))
+        documents = load_documents(corpus, one_per_line=data.one_per_line)
     return mlm_dataset(
         documents,
         vocabulary,
-        seq_len=data["seq_len"],
-        batch_size=batch_size or data["batch_size"],
+        seq_len=data.seq_len,
+        batch_size=batch_size or data.batch_size,
         masking=masking_from_settings(data),
-        lowercase=data.get("lowercase", True),
-        packing=data.get("packing", True),
+        lowercase=data.lowercase,
+        packing=data.packing,
         deterministic_eval=True,
     )
 

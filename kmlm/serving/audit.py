@@ -148,8 +148,13 @@ def audit_saved_model(path, tag="serve"):
         OpAuditError: naming the first op, function or signature that breaks a rule.
 
     Example:
-    >>> sorted(audit_saved_model("serving/demo/1"))
-    ['encode', 'fill_mask', 'serving_default']
+    >>> module = tf.Module()
+    >>> module.double = tf.function(lambda x: {"y": 2 * x}, input_signature=[tf.TensorSpec([None], tf.float32)],
+    ...                             autograph=False)
+    >>> signatures = {"serving_default": module.double.get_concrete_function()}
+    >>> tf.saved_model.save(module, "doubling", signatures=signatures)
+    >>> audit_saved_model("doubling")
+    {'serving_default': ['Const', 'Identity', 'Mul', 'PartitionedCall', 'Placeholder']}
     """
     meta_graph = read_meta_graph(path, tag)
     graph = meta_graph.graph_def

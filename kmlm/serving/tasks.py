@@ -1,5 +1,5 @@
-"""Export a fine-tuned task model for TensorFlow Serving (same layout, version handling,
-op audit and warmup requests as `kmlm.serving.masked_lm`).
+"""Export a fine-tuned task model for TensorFlow Serving (the layout, version handling, op
+audit and warmup requests of every export: `kmlm.serving.base`).
 
 Signatures (all plain `tf.function`s, every output dense):
 
@@ -17,12 +17,11 @@ the row's capacity get tag "O".
 from __future__ import annotations
 
 import dataclasses
-import types
 
 import numpy as np
 import tensorflow as tf
 
-from kmlm.serving.masked_lm import check_version_free, write_version
+from kmlm.serving.base import ExportModule, check_version_free
 from kmlm.tasks.encoding import text_rows, to_dense, word_rows
 from kmlm.tasks.finetune import Tasker
 
@@ -39,48 +38,42 @@ class TaskExport:
     ops: dict
 
 
-class TaskServingModule(tf.Module):
-    """The exported object of a fine-tuned model: the Keras model's variables, the in-graph
-    tokenizer and the signature functions of its task."""
+class TaskServingModule(ExportModule):
+    """The exported object of a fine-tuned model: the signature functions of its task.
+
+    Args:
+        tasker: a loaded `Tasker`.
+        seq_len: S.
+
+    Example (needs the output of `kmlm finetune --out runs/sentiment`, so tests skip it):
+    >>> module = TaskServingModule(Tasker.load("runs/sentiment"), seq_len=64)  # doctest: +SKIP
+    >>> sorted(module.signatures())  # doctest: +SKIP
+    ['predict', 'serving_default']
+    """
 
     def __init__(self, tasker, seq_len):
-        super().__init__(name="kmlm_task_serving")
-        self.model_variables = [weight.value for weight in tasker.model.weights]
-        self._keras = types.SimpleNamespace(model=tasker.model, tokenizer=tasker.tokenizer)
-        self._ids = tasker.ids
+        super().__init__(tasker.model, tasker.tokenizer, tasker.ids, seq_len, name="kmlm_task_serving")
         self._info = tasker.info
         self._labels = list(tasker.info.labels)
-        self._seq_len = int(seq_len)
         self._max_words = self._seq_len - 2
         ids = tf.TensorSpec([None, self._seq_len], tf.int32)
         text = tf.TensorSpec([None], tf.string, name="text")
         pair = tf.TensorSpec([None], tf.string, name="text_pair")
-        self.serving_default = tf.function(self._serving_default, input_signature=[ids, ids, ids], autograph=False)
+        self.add_signature("serving_default", self._serving_default, ids, ids, ids)
         task = tasker.info.task
         if task == "pair":
-            self.predict = tf.function(self._predict_pair, input_signature=[text, pair], autograph=False)
+            self.add_signature("predict", self._predict_pair, text, pair)
         elif task == "classify":
-            self.predict = tf.function(self._predict_text, input_signature=[text], autograph=False)
+            self.add_signature("predict", self._predict_text, text)
         elif task == "tag":
-            self.predict = tf.function(self._predict_tags, input_signature=[text], autograph=False)
+            self.add_signature("predict", self._predict_tags, text)
         else:
-            self.predict = tf.function(self._predict_embedding, input_signature=[text], autograph=False)
-            self.similarity = tf.function(self._similarity, input_signature=[text, pair], autograph=False)
-
-    def signatures(self):
-        signatures = {"serving_default": self.serving_default.get_concrete_function(),
-                      "predict": self.predict.get_concrete_function()}
-        if self._info.task == "similarity":
-            signatures["similarity"] = self.similarity.get_concrete_function()
-        return signatures
+            self.add_signature("predict", self._predict_embedding, text)
+            self.add_signature("similarity", self._similarity, text, pair)
 
     def warmup_requests(self):
-        token_ids = np.full([1, self._seq_len], self._ids.pad, np.int32)
-        token_ids[0, :2] = [self._ids.cls, self._ids.sep]
-        document_ids = np.zeros_like(token_ids)
-        document_ids[0, :2] = 1
-        requests = [("serving_default", {"token_ids": token_ids, "segment_ids": np.zeros_like(token_ids),
-                                         "document_ids": document_ids})]
+        """One request per signature; the `serving_default` one is [CLS] [SEP]."""
+        requests = [("serving_default", self.id_request([self._ids.cls, self._ids.sep]))]
         texts = np.array(WARMUP_TEXTS, object)
         two = {"text": texts, "text_pair": texts[::-1].copy()}
         requests.append(("predict", two if self._info.task == "pair" else {"text": texts}))
@@ -154,8 +147,8 @@ class TaskServingModule(tf.Module):
 def export_task(model_dir, base_dir, version=None, seq_len=None, model_name=None):
     """Exports a `kmlm finetune` output directory as a TensorFlow Serving version.
 
-    Example:
-    >>> export_task("runs/sentiment", "serving/sentiment").path
+    Example (needs the output of `kmlm finetune --out runs/sentiment`, so tests skip it):
+    >>> export_task("runs/sentiment", "serving/sentiment").path  # doctest: +SKIP
     'serving/sentiment/1'
     """
     check_version_free(base_dir, version)
@@ -164,5 +157,5 @@ def export_task(model_dir, base_dir, version=None, seq_len=None, model_name=None
     if seq_len < 4:
         raise ValueError(f"seq_len={seq_len} is too short; use at least 4")
     module = TaskServingModule(tasker, seq_len)
-    final, version, ops = write_version(module, base_dir, version, model_name)
+    final, version, ops = module.write_version(base_dir, version, model_name)
     return TaskExport(path=final, version=version, seq_len=seq_len, ops=ops)

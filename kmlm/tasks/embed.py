@@ -33,7 +33,7 @@ def load_sentence_embedder(path, *, pooling="mean", seq_len=128):
     if seq_len > run.model_config.max_position:
         raise ValueError(f"seq_len={seq_len} exceeds the model's max_position={run.model_config.max_position}; "
                          f"use --seq-len <= {run.model_config.max_position}")
-    info = TaskInfo(task="similarity", labels=[], seq_len=seq_len, lowercase=run.data.get("lowercase", True),
+    info = TaskInfo(task="similarity", labels=[], seq_len=seq_len, lowercase=run.config.data.lowercase,
                     pooling=pooling)
     return Tasker(build_sentence_encoder(run.encoder, pooling=pooling), run.vocabulary, info)
 

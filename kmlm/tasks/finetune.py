@@ -16,17 +16,18 @@ import math
 import os
 import shutil
 import time
-import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from kmlm.files import replace_atomically, write_json_atomically
 from kmlm.pipelines import make_tokenizer, save_vocabulary, special_ids
+from kmlm.statistics import pearson, spearman
 from kmlm.tasks.datasets import pair_dataset, tag_dataset, text_dataset
 from kmlm.tasks.examples import TASKS, TaskExamples, load_task_examples
-from kmlm.tasks.metrics import accuracy, entity_scores, macro_f1, pearson, spearman
-from kmlm.training import make_optimizer
+from kmlm.tasks.metrics import accuracy, entity_scores, macro_f1
+from kmlm.training import NonFiniteLossError, StopOnNonFiniteLoss, make_optimizer, tf_data_fit
 
 TASK_FILE = "task.json"
 MODEL_FILE = "model.keras"
@@ -35,6 +36,7 @@ METRICS_FILE = "metrics.csv"
 
 # The metric that early stopping and "best epoch" follow, per task.
 PRIMARY_METRIC = {"classify": "accuracy", "pair": "accuracy", "tag": "f1", "similarity": "spearman"}
+NON_FINITE_LOSS_MESSAGE = "fine-tuning stopped: the loss became NaN; lower --learning-rate"
 
 
 @dataclasses.dataclass
@@ -211,10 +213,17 @@ def evaluate_task(tasker, examples, batch_size=32):
     cosines = cosine_rows(vectors_a, vectors_b)
     metrics = {"pairs": len(cosines)}
     if examples.labels is not None:
-        metrics.update(spearman=spearman(cosines, examples.labels), pearson=pearson(cosines, examples.labels))
+        metrics.update(spearman=_reported_correlation(spearman(cosines, examples.labels)),
+                       pearson=_reported_correlation(pearson(cosines, examples.labels)))
     nearest_b = np.argmax(unit_rows(vectors_a) @ unit_rows(vectors_b).T, axis=1)
     metrics["retrieval_accuracy"] = accuracy(np.arange(len(vectors_a)), nearest_b)
     return metrics
+
+
+def _reported_correlation(value):
+    """A correlation as task.json and early stopping take it: constant cosines or scores have
+    no correlation (NaN), reported as 0, no relation found."""
+    return 0.0 if math.isnan(value) else value
 
 
 class _EvaluateEachEpoch(keras.callbacks.Callback):
@@ -263,6 +272,37 @@ def _prepare_output(out, overwrite):
     os.makedirs(out, exist_ok=True)
 
 
+@dataclasses.dataclass
+class _FinetuneJob:
+    """What one fine-tuning run works from: the pretrained `Run` and its directory, the
+    output directory, the settings, the loaded examples and the label set."""
+
+    run: object
+    run_dir: str
+    out: str
+    settings: FinetuneSettings
+    train: TaskExamples
+    evaluation: TaskExamples | None
+    test: TaskExamples | None
+    labels: list
+    verbose: int = 1
+
+
+@dataclasses.dataclass
+class _TaskTraining:
+    """The task's half of a fine-tuning run: the model trained, the model saved (the same,
+    or the sentence encoder inside a similarity trainer), its training batches, loss and
+    metrics."""
+
+    model: keras.Model
+    saved: keras.Model
+    dataset: tf.data.Dataset
+    loss: keras.losses.Loss
+    steps_per_epoch: int
+    metrics: list | None = None
+    weighted_metrics: list | None = None
+
+
 def finetune(run_dir, out, settings, *, overwrite=False, verbose=1):
     """Fine-tunes the encoder of a run directory on a task and writes OUT (see the module
     docstring). Returns the final metrics: {"eval": {...}, "test": {...}, "epochs": n, ...}.
@@ -289,107 +329,162 @@ def finetune(run_dir, out, settings, *, overwrite=False, verbose=1):
     labels = _labels_of(train, task, [e for e in (evaluation, test) if e is not None])
     if task == "similarity" and train.labels is None and not settings.contrastive:
         raise ValueError("similarity training without labels needs --contrastive (in-batch negatives)")
+    job = _FinetuneJob(run=run, run_dir=run_dir, out=out, settings=settings, train=train, evaluation=evaluation,
+                       test=test, labels=labels, verbose=verbose)
     _prepare_output(out, overwrite)
     try:
-        return _train(run, run_dir, out, settings, task, train, evaluation, test, labels, verbose)
+        return _run_job(job)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # a failed or interrupted run leaves nothing behind
         raise
 
 
-def _train(run, run_dir, out, settings, task, train, evaluation, test, labels, verbose):
+def _run_job(job):
+    """Builds, trains, evaluates and saves the task model; returns the final metrics."""
     from kmlm.model import build_encoder
-    from kmlm.tasks.models import build_classifier, build_sentence_encoder, build_similarity_trainer, build_tagger
 
-    config = run.model_config
+    settings = job.settings
     keras.utils.set_random_seed(settings.seed)
-    encoder = build_encoder(config) if settings.random_init else run.encoder
-    info = TaskInfo(task=task, labels=labels, seq_len=settings.seq_len, lowercase=run.data.get("lowercase", True),
-                    pooling=settings.pooling)
-    tokenizer, ids = make_tokenizer(run.vocabulary, lowercase=info.lowercase), special_ids(run.vocabulary)
-    shape = dict(seq_len=settings.seq_len, batch_size=settings.batch_size)
-    steps_per_epoch = max(1, math.ceil(len(train) / settings.batch_size))
-    if task in ("classify", "pair"):
-        pooler = None if settings.random_init else run.pooler_weights
-        model = build_classifier(encoder, len(labels), dropout=settings.dropout, pooler_weights=pooler)
-        saved = model
-        label_ids = [labels.index(label) for label in train.labels]
-        train_ds = text_dataset(train, tokenizer, ids, label_ids=label_ids, shuffle=True, seed=settings.seed, **shape)
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        metrics, weighted = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")], None
-    elif task == "tag":
-        model = saved = build_tagger(encoder, len(labels), dropout=settings.dropout)
-        tag_index = {tag: i for i, tag in enumerate(labels)}
-        train_ds = tag_dataset(train, tokenizer, ids, tag_index=tag_index, shuffle=True, seed=settings.seed, **shape)
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
-        metrics, weighted = None, [keras.metrics.SparseCategoricalAccuracy(name="tag_accuracy")]
-    else:
-        saved = build_sentence_encoder(encoder, pooling=settings.pooling)
-        model = build_similarity_trainer(saved, contrastive=settings.contrastive)
-        targets = None
-        if train.labels is not None and not settings.contrastive:
-            low, high = float(min(train.labels)), float(max(train.labels))
-            if high <= low:
-                raise ValueError(f"all similarity labels equal {low}; scores need a range to learn from")
-            info.target_range = [low, high]
-            targets = [(label - low) / (high - low) for label in train.labels]
-        train_ds = pair_dataset(train, tokenizer, ids, targets=targets, contrastive=settings.contrastive,
-                                shuffle=True, seed=settings.seed, drop_remainder=settings.contrastive
-                                and len(train) >= settings.batch_size, **shape)
-        if settings.contrastive:
-            steps_per_epoch = max(1, len(train) // settings.batch_size)
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        else:
-            loss = keras.losses.MeanSquaredError()
-        metrics, weighted = None, None
+    encoder = build_encoder(job.run.model_config) if settings.random_init else job.run.encoder
+    info = TaskInfo(task=settings.task, labels=job.labels, seq_len=settings.seq_len,
+                    lowercase=job.run.config.data.lowercase, pooling=settings.pooling)
+    builders = {"classify": _classifier_training, "pair": _classifier_training, "tag": _tagger_training,
+                "similarity": _similarity_training}
+    training = builders[settings.task](job, encoder, info)
+    _compile(training, settings)
+    tasker = Tasker(training.saved, job.run.vocabulary, info)
+    history, seconds = _fit(job, training, _callbacks(job, training, tasker))
+    result = {"epochs": len(history.get("loss", [])), "train_examples": len(job.train), "seconds": round(seconds, 1),
+              "random_init": settings.random_init}
+    if job.evaluation is not None:
+        result["eval"] = evaluate_task(tasker, job.evaluation, settings.batch_size)
+    if job.test is not None:
+        result["test"] = evaluate_task(tasker, job.test, settings.batch_size)
+    _write_task_directory(job, training.saved, info, result)
+    return result
 
-    total_steps = steps_per_epoch * settings.epochs
-    model.compile(
-        optimizer=make_optimizer(settings.learning_rate, total_steps,
-                                 max(1, int(settings.warmup_fraction * total_steps)),
-                                 settings.weight_decay),
-        loss=loss, metrics=metrics, weighted_metrics=weighted, jit_compile=settings.jit_compile,
+
+def _dataset_inputs(job, info):
+    """The tokenizer and special ids, and the options, of every task's training dataset."""
+    vocabulary = job.run.vocabulary
+    options = dict(seq_len=job.settings.seq_len, batch_size=job.settings.batch_size, shuffle=True,
+                   seed=job.settings.seed)
+    return make_tokenizer(vocabulary, lowercase=info.lowercase), special_ids(vocabulary), options
+
+
+def _steps_per_epoch(job):
+    return max(1, math.ceil(len(job.train) / job.settings.batch_size))
+
+
+def _classifier_training(job, encoder, info):
+    """classify and pair: the [CLS] pooler classifier on label ids."""
+    from kmlm.tasks.models import build_classifier
+
+    settings = job.settings
+    pooler = None if settings.random_init else job.run.pooler_weights
+    model = build_classifier(encoder, len(job.labels), dropout=settings.dropout, pooler_weights=pooler)
+    tokenizer, ids, options = _dataset_inputs(job, info)
+    label_ids = [job.labels.index(label) for label in job.train.labels]
+    return _TaskTraining(
+        model=model, saved=model, dataset=text_dataset(job.train, tokenizer, ids, label_ids=label_ids, **options),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_epoch=_steps_per_epoch(job),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
-    tasker = Tasker(saved, run.vocabulary, info)
-    callbacks = []
-    if evaluation is not None:
+
+
+def _tagger_training(job, encoder, info):
+    """tag: per-token logits, trained on each word's first piece only."""
+    from kmlm.tasks.models import build_tagger
+
+    model = build_tagger(encoder, len(job.labels), dropout=job.settings.dropout)
+    tokenizer, ids, options = _dataset_inputs(job, info)
+    tag_index = {tag: i for i, tag in enumerate(job.labels)}
+    return _TaskTraining(
+        model=model, saved=model, dataset=tag_dataset(job.train, tokenizer, ids, tag_index=tag_index, **options),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight"),
+        steps_per_epoch=_steps_per_epoch(job),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="tag_accuracy")],
+    )
+
+
+def _similarity_training(job, encoder, info):
+    """similarity: a two-tower trainer over one sentence encoder, regressing the pair's cosine
+    on its score scaled to [0, 1] (`info.target_range` records the scale), or contrastive
+    with in-batch negatives."""
+    from kmlm.tasks.models import build_sentence_encoder, build_similarity_trainer
+
+    settings, train = job.settings, job.train
+    saved = build_sentence_encoder(encoder, pooling=settings.pooling)
+    model = build_similarity_trainer(saved, contrastive=settings.contrastive)
+    targets = None
+    if train.labels is not None and not settings.contrastive:
+        low, high = float(min(train.labels)), float(max(train.labels))
+        if high <= low:
+            raise ValueError(f"all similarity labels equal {low}; scores need a range to learn from")
+        info.target_range = [low, high]
+        targets = [(label - low) / (high - low) for label in train.labels]
+    tokenizer, ids, options = _dataset_inputs(job, info)
+    drop_remainder = settings.contrastive and len(train) >= settings.batch_size
+    dataset = pair_dataset(train, tokenizer, ids, targets=targets, contrastive=settings.contrastive,
+                           drop_remainder=drop_remainder, **options)
+    if settings.contrastive:
+        return _TaskTraining(model=model, saved=saved, dataset=dataset,
+                             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                             steps_per_epoch=max(1, len(train) // settings.batch_size))
+    return _TaskTraining(model=model, saved=saved, dataset=dataset, loss=keras.losses.MeanSquaredError(),
+                         steps_per_epoch=_steps_per_epoch(job))
+
+
+def _compile(training, settings):
+    """AdamW with warmup over the whole run, the task's loss and metrics."""
+    total_steps = training.steps_per_epoch * settings.epochs
+    optimizer = make_optimizer(settings.learning_rate, total_steps, max(1, int(settings.warmup_fraction * total_steps)),
+                               settings.weight_decay)
+    training.model.compile(optimizer=optimizer, loss=training.loss, metrics=training.metrics,
+                           weighted_metrics=training.weighted_metrics, jit_compile=settings.jit_compile)
+
+
+def _callbacks(job, training, tasker):
+    """The stop on a non-finite loss, per-epoch evaluation with early stopping (when there is
+    an evaluation set) and the CSV log."""
+    callbacks = [StopOnNonFiniteLoss(training.steps_per_epoch)]
+    if job.evaluation is not None:
+        task = job.settings.task
         monitor = f"eval_{PRIMARY_METRIC[task]}"
-        if task == "similarity" and evaluation.labels is None:
+        if task == "similarity" and job.evaluation.labels is None:
             monitor = "eval_retrieval_accuracy"
         callbacks += [
-            _EvaluateEachEpoch(tasker, evaluation, settings.batch_size),
-            keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=settings.patience,
-                                          restore_best_weights=True, verbose=1 if verbose else 0),
+            _EvaluateEachEpoch(tasker, job.evaluation, job.settings.batch_size),
+            keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=job.settings.patience,
+                                          restore_best_weights=True, verbose=1 if job.verbose else 0),
         ]
-    callbacks.append(keras.callbacks.CSVLogger(os.path.join(out, METRICS_FILE)))
-    if verbose:
-        origin = "random initialisation" if settings.random_init else f"the encoder of {run_dir}"
-        print(f"fine-tuning {task} ({model.count_params():,} parameters) from {origin}: {len(train)} training "
-              f"examples, {settings.epochs} epochs of {steps_per_epoch} steps", flush=True)
-    start = time.time()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-        history = model.fit(train_ds, epochs=settings.epochs, callbacks=callbacks, verbose=verbose)
-    seconds = time.time() - start
-    losses = history.history.get("loss", [])
-    if any(not math.isfinite(v) for v in losses):
-        raise ValueError("fine-tuning stopped: the loss became NaN; lower --learning-rate")
+    callbacks.append(keras.callbacks.CSVLogger(os.path.join(job.out, METRICS_FILE)))
+    return callbacks
 
-    result = {"epochs": len(losses), "train_examples": len(train), "seconds": round(seconds, 1),
-              "random_init": settings.random_init}
-    if evaluation is not None:
-        result["eval"] = evaluate_task(tasker, evaluation, settings.batch_size)
-    if test is not None:
-        result["test"] = evaluate_task(tasker, test, settings.batch_size)
+
+def _fit(job, training, callbacks):
+    """Trains; returns the Keras history dict and the seconds it took."""
+    settings = job.settings
+    if job.verbose:
+        origin = "random initialisation" if settings.random_init else f"the encoder of {job.run_dir}"
+        print(f"fine-tuning {settings.task} ({training.model.count_params():,} parameters) from {origin}: "
+              f"{len(job.train)} training examples, {settings.epochs} epochs of {training.steps_per_epoch} steps",
+              flush=True)
+    start = time.time()
+    try:
+        with tf_data_fit():
+            history = training.model.fit(training.dataset, epochs=settings.epochs, callbacks=callbacks,
+                                         verbose=job.verbose)
+    except NonFiniteLossError:
+        raise NonFiniteLossError(NON_FINITE_LOSS_MESSAGE) from None
+    return history.history, time.time() - start
+
+
+def _write_task_directory(job, saved, info, result):
+    """vocab.txt, model.keras and task.json, each whole or not at all; task.json last, as
+    its presence marks a finished model."""
     record = dataclasses.asdict(info)
-    record.update(source_run=os.path.abspath(run_dir), settings=dataclasses.asdict(settings), metrics=result)
-    save_vocabulary(run.vocabulary, os.path.join(out, VOCAB_FILE))
-    tmp = os.path.join(out, MODEL_FILE + ".tmp.keras")
-    saved.save(tmp)
-    os.replace(tmp, os.path.join(out, MODEL_FILE))
-    tmp = os.path.join(out, TASK_FILE + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, os.path.join(out, TASK_FILE))  # written last: its presence marks a finished model
-    return result
+    record.update(source_run=os.path.abspath(job.run_dir), settings=dataclasses.asdict(job.settings), metrics=result)
+    save_vocabulary(job.run.vocabulary, os.path.join(job.out, VOCAB_FILE))
+    replace_atomically(os.path.join(job.out, MODEL_FILE), saved.save)
+    write_json_atomically(os.path.join(job.out, TASK_FILE), record)

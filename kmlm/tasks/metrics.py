@@ -1,5 +1,5 @@
-"""Task metrics computed on whole evaluation sets: accuracy, macro-F1, entity-level
-precision/recall/F1 over BIO tags, Pearson and Spearman correlation."""
+"""Task metrics computed on whole evaluation sets: accuracy, macro-F1 and entity-level
+precision/recall/F1 over BIO tags (correlations live in `kmlm.statistics`)."""
 
 from __future__ import annotations
 
@@ -83,37 +83,3 @@ def entity_scores(gold_sequences, predicted_sequences) -> dict:
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "entities": expected, "found": found,
             "correct": correct}
-
-
-def pearson(x, y) -> float:
-    """Pearson correlation of two equally long vectors (0 when either is constant)."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.shape != y.shape or x.size < 2:
-        raise ValueError(f"need two equally long vectors of at least 2 values; got shapes {x.shape} and {y.shape}")
-    x, y = x - x.mean(), y - y.mean()
-    denominator = np.sqrt(np.sum(x * x) * np.sum(y * y))
-    return float(np.sum(x * y) / denominator) if denominator > 0 else 0.0
-
-
-def average_ranks(values) -> np.ndarray:
-    """1-based ranks with ties given the mean of the ranks they span.
-
-    Example:
-    >>> average_ranks([10, 20, 10, 30]).tolist()
-    [1.5, 3.0, 1.5, 4.0]
-    """
-    values = np.asarray(values)
-    order = np.argsort(values, kind="stable")
-    sorted_values = values[order]
-    ranks = np.empty(len(values), np.float64)
-    start = 0
-    for end in range(1, len(values) + 1):
-        if end == len(values) or sorted_values[end] != sorted_values[start]:
-            ranks[order[start:end]] = (start + end + 1) / 2  # mean of ranks start+1 .. end
-            start = end
-    return ranks
-
-
-def spearman(x, y) -> float:
-    """Spearman rank correlation: Pearson correlation of the tie-averaged ranks."""
-    return pearson(average_ranks(x), average_ranks(y))

@@ -14,12 +14,8 @@ All take and return Keras functional models whose inputs are named `token_ids`,
 import keras
 from keras import ops
 
-from kmlm.layers import SequencePooling
-from kmlm.model import ENCODER_INPUTS
-
-
-def _inputs(prefix=""):
-    return {prefix + name: keras.Input(shape=(None,), dtype="int32", name=prefix + name) for name in ENCODER_INPUTS}
+from kmlm.layers import Pooler, SequencePooling
+from kmlm.model import ENCODER_INPUTS, model_inputs
 
 
 def _initializer(encoder):
@@ -27,27 +23,26 @@ def _initializer(encoder):
 
 
 def build_classifier(encoder, num_classes, *, dropout=0.1, pooler_weights=None):
-    """Sequence (or sequence-pair) classifier: [CLS] -> Dense+tanh pooler -> dropout -> logits.
+    """Sequence (or sequence-pair) classifier: [CLS] -> BERT pooler (`kmlm.layers.Pooler`,
+    dense + tanh) -> dropout -> logits.
 
     Args:
         encoder: a kmlm `Encoder`; its weights are shared, so fine-tuning updates it.
         num_classes: C.
         dropout: dropout before the output layer.
-        pooler_weights: optional (kernel [H, H], bias [H]) of a pretrained pooler.
+        pooler_weights: optional (kernel [H, H], bias [H]) of a pretrained pooler
+            (`Run.pooler_weights`).
 
     Example:
     >>> classifier = build_classifier(run.encoder, num_classes=2)
     >>> classifier(features).shape
     (32, 2)
     """
-    inputs = _inputs()
-    sequence = encoder(inputs)
-    cls = SequencePooling("cls", name="cls_token")(sequence, inputs["document_ids"])
-    pooler = keras.layers.Dense(encoder.config.hidden_dim, activation="tanh",
-                                kernel_initializer=_initializer(encoder), name="pooler")
-    pooled = pooler(cls)
+    inputs = model_inputs(ENCODER_INPUTS)
+    pooler = Pooler(initializer_range=encoder.config.initializer_range, name="pooler")
+    pooled = pooler(encoder(inputs))
     if pooler_weights is not None:
-        pooler.set_weights([w for w in pooler_weights])
+        pooler.set_weights(list(pooler_weights))
     pooled = keras.layers.Dropout(dropout, name="dropout")(pooled)
     logits = keras.layers.Dense(num_classes, kernel_initializer=_initializer(encoder), dtype="float32",
                                 name="logits")(pooled)
@@ -56,7 +51,7 @@ def build_classifier(encoder, num_classes, *, dropout=0.1, pooler_weights=None):
 
 def build_tagger(encoder, num_tags, *, dropout=0.1):
     """Token classifier: every position's hidden state -> dropout -> tag logits [B, S, T]."""
-    inputs = _inputs()
+    inputs = model_inputs(ENCODER_INPUTS)
     sequence = keras.layers.Dropout(dropout, name="dropout")(encoder(inputs))
     logits = keras.layers.Dense(num_tags, kernel_initializer=_initializer(encoder), dtype="float32",
                                 name="tag_logits")(sequence)
@@ -66,7 +61,7 @@ def build_tagger(encoder, num_tags, *, dropout=0.1):
 def build_sentence_encoder(encoder, *, pooling="mean"):
     """Sentence vectors [B, H] float32: the mean of real tokens' hidden states (padding never
     counts) or the [CLS] hidden state."""
-    inputs = _inputs()
+    inputs = model_inputs(ENCODER_INPUTS)
     vectors = SequencePooling(pooling, name="pooling")(encoder(inputs), inputs["document_ids"])
     return keras.Model(inputs, vectors, name="sentence_encoder")
 
@@ -98,7 +93,7 @@ def build_similarity_trainer(sentence_encoder, *, contrastive=False, scale=20.0)
     """Two-tower training model over one shared sentence encoder: inputs `a_*` and `b_*`;
     output the pair's cosine [B] (regress it on a score), or in-batch scores [B, B] for
     contrastive training with the other pairs of the batch as negatives."""
-    a, b = _inputs("a_"), _inputs("b_")
+    a, b = model_inputs(ENCODER_INPUTS, prefix="a_"), model_inputs(ENCODER_INPUTS, prefix="b_")
     vector_a = sentence_encoder({name: a["a_" + name] for name in ENCODER_INPUTS})
     vector_b = sentence_encoder({name: b["b_" + name] for name in ENCODER_INPUTS})
     scores = PairScores(in_batch=contrastive, scale=scale, name="pair_scores")(vector_a, vector_b)

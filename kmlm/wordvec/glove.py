@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kmlm.wordvec.word2vec import build_vocabulary, count_words, split_words, write_vectors_directory
-from kmlm.wordvec.vectors import WordVectors
+from kmlm.training import tf_data_fit
+from kmlm.wordvec.vectors import WordVectors, write_vectors_directory
+from kmlm.wordvec.words import build_vocabulary, count_words, known_word_ids, word_id_table
 
 SETTINGS_FILE = "glove.json"
 # Tokens counted together: bounds the memory of one counting step.
@@ -75,7 +75,8 @@ def cooccurrence_counts(documents, vocabulary, window=10, symmetric=True, distan
     """Counts distance-weighted co-occurrences.
 
     Args:
-        documents: a tf.data dataset of `tf.string` documents (words by `split_words`).
+        documents: a tf.data dataset of `tf.string` documents (words by
+            `kmlm.wordvec.words.split_words`).
         vocabulary: the words to count; others are removed before windowing.
         window: largest distance d counted.
         symmetric: also count (context, target).
@@ -86,18 +87,10 @@ def cooccurrence_counts(documents, vocabulary, window=10, symmetric=True, distan
         int32 word ids, values float64.
     """
     size = len(vocabulary)
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(list(vocabulary)), tf.range(size, dtype=tf.int32)),
-        default_value=-1,
-    )
-
-    def ids_of(texts):
-        ids = tf.ragged.map_flat_values(table.lookup, split_words(texts))
-        known = ids.flat_values >= 0
-        return tf.boolean_mask(ids.flat_values, known), tf.boolean_mask(ids.value_rowids(), known)
-
+    table = word_id_table(vocabulary)
+    chunks = documents.batch(_DOCUMENTS_PER_CHUNK).map(lambda texts: known_word_ids(texts, table)).prefetch(2)
     keys_parts, value_parts = [], []
-    for values, row_ids in documents.batch(_DOCUMENTS_PER_CHUNK).map(ids_of).prefetch(2).as_numpy_iterator():
+    for values, row_ids in chunks.as_numpy_iterator():
         keys, weights = [], []
         for distance in range(1, window + 1):
             same = row_ids[distance:] == row_ids[:-distance]
@@ -212,9 +205,7 @@ def train_glove(documents: tf.data.Dataset, settings: GloveSettings | None = Non
     keras.utils.set_random_seed(settings.seed)
     model = Glove(len(vocabulary), settings.dim, seed=settings.seed, name="glove")
     model.compile(optimizer=keras.optimizers.Adagrad(settings.learning_rate), loss="mean_squared_error")
-    with warnings.catch_warnings():
-        # Keras warns that `shuffle` is ignored for tf.data input; the pipeline shuffles.
-        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+    with tf_data_fit():
         history = model.fit(examples, epochs=settings.epochs, verbose=verbose)
     vectors = WordVectors(vocabulary, model.word_vectors(), counts=frequencies)
     return GloveResult(vectors=vectors, model=model, pairs=len(values), history=history.history)
@@ -224,4 +215,5 @@ def save_glove_run(out, result: GloveResult, settings: GloveSettings, corpus=Non
     """Writes `vectors.txt` (word2vec text format, or GloVe's with format="glove"),
     `vocab.txt` ("word count" lines) and `glove.json` (settings and losses) into `out`."""
     record = {"cooccurrences": result.pairs, "loss": result.history.get("loss", [])}
-    write_vectors_directory(out, result.vectors, SETTINGS_FILE, settings, corpus, record, format=format)
+    write_vectors_directory(out, result.vectors, SETTINGS_FILE, settings=settings, corpus=corpus, extra=record,
+                            format=format)

@@ -14,6 +14,8 @@ import warnings
 
 import numpy as np
 
+from kmlm.statistics import principal_components
+
 PROJECTIONS = ("pca", "tsne")
 TENSOR_FILE = "vectors.tsv"
 METADATA_FILE = "metadata.tsv"
@@ -66,7 +68,7 @@ def export_projector(vectors, out_dir, limit=None, tensor_name="word_vectors"):
 
 
 def project(matrix, method="pca", seed=0):
-    """Projects rows to 2-D: PCA (centred SVD) or t-SNE (scikit-learn)."""
+    """Projects rows to 2-D: PCA (`kmlm.statistics.principal_components`) or t-SNE (scikit-learn)."""
     if method not in PROJECTIONS:
         raise ValueError(f"unknown projection {method!r}; choose one of {', '.join(PROJECTIONS)}")
     matrix = np.asarray(matrix, dtype=np.float64)
@@ -79,10 +81,7 @@ def project(matrix, method="pca", seed=0):
             raise ValueError("t-SNE needs scikit-learn: pip install 'kmlm[tsne]'; or use --projection pca") from None
         perplexity = min(30.0, max(1.0, (len(matrix) - 1) / 3))
         return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(matrix)
-    centred = matrix - matrix.mean(axis=0)
-    _, _, components = np.linalg.svd(centred, full_matrices=False)
-    points = centred @ components[:2].T
-    return np.pad(points, ((0, 0), (0, 2 - points.shape[1])))
+    return principal_components(matrix, 2)
 
 
 def plot_projection(vectors, path, words=None, limit=300, method="pca", label_limit=60, title=None, seed=0):

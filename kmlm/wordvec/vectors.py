@@ -1,10 +1,11 @@
-"""Static word vectors: files, neighbours, analogies, evaluation, and vectors taken from a
-kmlm masked language model.
+"""Static word vectors in NumPy: files, neighbours, analogies and evaluation.
 
 `WordVectors` holds words and a [N, D] float32 matrix. It reads and writes the word2vec text
 format (a "N D" header line, then "word v1 ... vD" lines) and GloVe text files (the same
 lines without the header), answers `most_similar`, `similarity` and analogies (3CosAdd and
 3CosMul), and scores itself on word-pair similarity files (Spearman) and analogy files.
+This module needs NumPy only; vectors taken from a masked LM come from
+`kmlm.wordvec.from_mlm`, trained ones from `kmlm.wordvec.word2vec` and `kmlm.wordvec.glove`.
 
 Example:
 >>> vectors = WordVectors.load("vectors.txt")
@@ -16,12 +17,19 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 
+from kmlm.files import replace_atomically, write_json_atomically
+from kmlm.statistics import spearman
+
 ANALOGY_METHODS = ("add", "mul")
 FORMATS = ("word2vec", "glove")
+# The files of a vector trainer's output folder (`kmlm word2vec`, `kmlm glove`).
+VECTORS_FILE = "vectors.txt"
+COUNTS_FILE = "vocab.txt"
 
 
 class WordVectors:
@@ -138,22 +146,31 @@ class WordVectors:
         return cls(words, np.stack(rows))
 
     def save(self, path, format="word2vec", precision=6):
-        """Writes the word2vec text format (with "N D" header) or GloVe's (without)."""
+        """Writes the word2vec text format (with "N D" header) or GloVe's (without), whole or
+        not at all (a temporary file renamed into place)."""
         if format not in FORMATS:
             raise ValueError(f"unknown vector file format {format!r}; choose one of {', '.join(FORMATS)}")
-        with _open_text(path, "w") as f:
-            if format == "word2vec":
-                f.write(f"{len(self)} {self.dim}\n")
-            for word, vector in zip(self.words, self.vectors):
-                f.write(word + " " + " ".join(f"{x:.{precision}g}" for x in vector) + "\n")
+
+        def write(tmp):
+            with _open_text(tmp, "w") as f:
+                if format == "word2vec":
+                    f.write(f"{len(self)} {self.dim}\n")
+                for word, vector in zip(self.words, self.vectors):
+                    f.write(word + " " + " ".join(f"{x:.{precision}g}" for x in vector) + "\n")
+
+        replace_atomically(path, write)
 
     def save_counts(self, path):
         """Writes "word count" lines in row order (word2vec's -save-vocab format)."""
         if self.counts is None:
             raise ValueError("these word vectors have no counts to save")
-        with _open_text(path, "w") as f:
-            for word, count in zip(self.words, self.counts):
-                f.write(f"{word} {int(count)}\n")
+
+        def write(tmp):
+            with _open_text(tmp, "w") as f:
+                for word, count in zip(self.words, self.counts):
+                    f.write(f"{word} {int(count)}\n")
+
+        replace_atomically(path, write)
 
     # ---------------------------------------------------------------- queries
 
@@ -279,109 +296,27 @@ class WordVectors:
 
     @classmethod
     def from_masked_lm(cls, model, vocabulary, words=None, lowercase=True):
-        """Static word vectors from a kmlm model's input token-embedding table: a word's
-        vector is the mean of the rows of its WordPiece pieces.
+        """Static word vectors from a kmlm model's token-embedding table: a word's vector is
+        the mean of the rows of its WordPiece pieces (`kmlm.wordvec.from_mlm.static_vectors`).
 
-        Args:
-            model: a `MaskedLMModel` or `Encoder` (or a `Run` from `load_run`).
-            vocabulary: its WordPiece vocabulary (token list or file).
-            words: the words to embed; default: every vocabulary token that starts a word
-                (no "##" continuation, no special token).
-            lowercase: the tokenizer setting the model was trained with.
-
-        Words that tokenize to [UNK] only are left out.
+        Example:
+        >>> vectors = WordVectors.from_masked_lm(kmlm.load_run("runs/demo"), None)
         """
-        from kmlm.pipelines import SPECIAL_TOKENS, make_tokenizer, resolve_vocabulary
+        from kmlm.wordvec.from_mlm import static_vectors
 
-        model, vocabulary = _model_and_vocabulary(model, vocabulary)
-        vocabulary = resolve_vocabulary(vocabulary)
-        table = np.asarray(_encoder_of(model).embedding.token_embeddings)
-        if words is None:
-            words = [t for t in vocabulary if t not in SPECIAL_TOKENS and not t.startswith("##") and t.strip()]
-        tokenizer = make_tokenizer(vocabulary, lowercase=lowercase)
-        unk = vocabulary.index("[UNK]")
-        kept, rows = [], []
-        pieces_of_words = [np.asarray(tokenizer.tokenize(word)).tolist() for word in words]
-        for word, pieces in zip(words, pieces_of_words):
-            pieces = [p for p in pieces if p != unk]
-            if pieces and not any(c.isspace() for c in word) and word not in kept:
-                kept.append(word)
-                rows.append(table[pieces].mean(axis=0))
-        if not kept:
-            raise ValueError("none of the words is covered by the vocabulary")
-        return cls(kept, np.stack(rows))
+        return static_vectors(model, vocabulary, words=words, lowercase=lowercase)
 
     @classmethod
-    def contextual(cls, model, vocabulary, documents, words=None, lowercase=True, seq_len=128,
-                   batch_size=16, min_count=1, max_documents=None):
-        """Contextual word vectors: a word's vector is the mean, over its occurrences in
-        `documents`, of the encoder's output at its pieces (averaged within the word).
+    def contextual(cls, model, vocabulary, documents, **options):
+        """Contextual word vectors: a word's vector is the mean of the encoder's outputs at its
+        occurrences in `documents`; `options` as `kmlm.wordvec.from_mlm.contextual_vectors`.
 
-        Args:
-            model: a `MaskedLMModel` or `Encoder` (or a `Run`).
-            vocabulary: its WordPiece vocabulary.
-            documents: an iterable of strings or a tf.data dataset of `tf.string`.
-            words: keep only these words (default: every word seen).
-            seq_len: each document is cut to this many tokens ([CLS] and [SEP] included).
-            min_count: keep words seen at least this many times.
-            max_documents: read at most this many documents.
-
-        Returns:
-            `WordVectors` with occurrence counts, most frequent first.
+        Example:
+        >>> vectors = WordVectors.contextual(kmlm.load_run("runs/demo"), None, ["a text", "more text"])
         """
-        import tensorflow as tf
+        from kmlm.wordvec.from_mlm import contextual_vectors
 
-        from kmlm.pipelines import make_tokenizer, resolve_vocabulary, special_ids
-
-        model, vocabulary = _model_and_vocabulary(model, vocabulary)
-        vocabulary = resolve_vocabulary(vocabulary)
-        encoder = _encoder_of(model)
-        ids = special_ids(vocabulary)
-        tokenizer = make_tokenizer(vocabulary, lowercase=lowercase)
-        wanted = None if words is None else set(words)
-        sums, counts = {}, {}
-
-        if isinstance(documents, tf.data.Dataset):
-            documents = (d.decode("utf-8", "replace") for d in documents.as_numpy_iterator())
-        batch = []
-
-        def flush():
-            token_ids = np.full((len(batch), seq_len), ids.pad, dtype=np.int32)
-            document_ids = np.zeros_like(token_ids)
-            for row, pieces in enumerate(batch):
-                token_ids[row, : len(pieces)] = pieces
-                document_ids[row, : len(pieces)] = 1
-            hidden = np.asarray(
-                encoder(
-                    {"token_ids": token_ids, "segment_ids": np.zeros_like(token_ids), "document_ids": document_ids},
-                    training=False,
-                )
-            )
-            for row, pieces in enumerate(batch):
-                for word, start, end in _words_of_pieces(pieces, vocabulary, ids):
-                    if wanted is not None and word not in wanted:
-                        continue
-                    vector = hidden[row, start:end].mean(axis=0)
-                    if word in sums:
-                        sums[word] += vector
-                        counts[word] += 1
-                    else:
-                        sums[word], counts[word] = vector.astype(np.float64), 1
-            batch.clear()
-
-        for number, text in enumerate(documents):
-            if max_documents is not None and number >= max_documents:
-                break
-            pieces = np.asarray(tokenizer.tokenize(text)).tolist()[: seq_len - 2]
-            batch.append([ids.cls] + pieces + [ids.sep])
-            if len(batch) == batch_size:
-                flush()
-        if batch:
-            flush()
-        kept = sorted((w for w in sums if counts[w] >= min_count), key=lambda w: (-counts[w], w))
-        if not kept:
-            raise ValueError("no word of the documents was seen often enough; give more documents or lower min_count")
-        return cls(kept, np.stack([sums[w] / counts[w] for w in kept]), counts=[counts[w] for w in kept])
+        return contextual_vectors(model, vocabulary, documents, **options)
 
 
 def _as_list(items):
@@ -389,61 +324,6 @@ def _as_list(items):
     if isinstance(items, str) or (isinstance(items, np.ndarray) and items.ndim == 1):
         return [items]
     return list(items)
-
-
-def _words_of_pieces(pieces, vocabulary, ids):
-    """(word, start, end) for the words of a [CLS] ... [SEP] row: a piece starting with "##"
-    continues the word before it; special tokens are not words."""
-    words, start = [], None
-    specials = {ids.pad, ids.unk, ids.cls, ids.sep, ids.mask}
-    for position, piece in enumerate(pieces + [ids.sep]):
-        token = vocabulary[piece]
-        continues = token.startswith("##") and piece not in specials
-        if start is not None and not continues:
-            words.append(("".join(vocabulary[p].removeprefix("##") for p in pieces[start:position]), start, position))
-            start = None
-        if piece in specials:
-            start = None
-        elif not continues:
-            start = position
-    return words
-
-
-def _model_and_vocabulary(model, vocabulary):
-    if hasattr(model, "vocabulary") and hasattr(model, "model"):  # a Run from load_run
-        return model.model, vocabulary if vocabulary is not None else model.vocabulary
-    if vocabulary is None:
-        raise ValueError("give the model's vocabulary (or pass a Run from kmlm.load_run)")
-    return model, vocabulary
-
-
-def _encoder_of(model):
-    encoder = getattr(model, "encoder", model)
-    if not hasattr(encoder, "embedding"):
-        raise ValueError(f"{type(model).__name__} is not a kmlm MaskedLMModel or Encoder")
-    return encoder
-
-
-def spearman(x, y):
-    """Spearman rank correlation (ties get their average rank)."""
-    rx, ry = _ranks(np.asarray(x, dtype=np.float64)), _ranks(np.asarray(y, dtype=np.float64))
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denominator = np.sqrt((rx**2).sum() * (ry**2).sum())
-    return float((rx * ry).sum() / denominator) if denominator > 0 else float("nan")
-
-
-def _ranks(values):
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values), dtype=np.float64)
-    sorted_values = values[order]
-    start = 0
-    while start < len(values):
-        end = start
-        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2.0 + 1.0
-        start = end + 1
-    return ranks
 
 
 def _read_pairs(path):
@@ -495,76 +375,17 @@ def _chain(first, rest):
     yield from rest
 
 
-def embedding_table_from_vectors(vectors, vocabulary, table, lowercase=True):
-    """A token-embedding table whose rows for whole-word tokens hold their word vectors.
-
-    Vocabulary tokens that are words of `vectors` (looked up as written, then lowercased
-    with `lowercase=True`) get that word's vector; special tokens, "##" continuation pieces
-    and words without a vector keep their row of `table`. When the vector size D differs
-    from the table's H, a linear map is fitted by PCA of the vectors: their top H principal
-    axes (D > H), or all D axes followed by zero columns (D < H). Every copied row is then
-    scaled by one factor so that the copied rows have the standard deviation of the rows
-    they replace, which keeps them on the scale of the position and segment embeddings.
-
-    Args:
-        vectors: `WordVectors` (or a path to a vectors file).
-        vocabulary: the WordPiece tokens in id order.
-        table: the current [V, H] table (e.g. the model's random initialisation).
-        lowercase: also look tokens up lowercased.
-
-    Returns:
-        (new_table, rows): the [V, H] float32 table and the ids of the rows set.
+def write_vectors_directory(out, vectors, record_file, *, settings, corpus=None, extra=None, format="word2vec"):
+    """The output folder of a vector trainer: `vectors.txt`, `vocab.txt` ("word count"
+    lines) and a JSON record `record_file` of the corpus, the settings (a dataclass), the
+    vocabulary size and `extra`.
 
     Example:
-    >>> table, rows = embedding_table_from_vectors(WordVectors.load("vectors.txt"), vocab, table)
+    >>> write_vectors_directory("runs/w2v", result.vectors, "word2vec.json", settings=settings, corpus="corpus.txt")
     """
-    from kmlm.pipelines import SPECIAL_TOKENS
-
-    if not isinstance(vectors, WordVectors):
-        vectors = WordVectors.load(vectors)
-    table = np.array(table, dtype=np.float32)
-    if table.shape[0] != len(vocabulary):
-        raise ValueError(f"the embedding table has {table.shape[0]} rows for {len(vocabulary)} vocabulary tokens")
-    rows, sources = [], []
-    for token_id, token in enumerate(vocabulary):
-        if token in SPECIAL_TOKENS or token.startswith("##"):
-            continue
-        word = token if token in vectors else token.lower() if lowercase and token.lower() in vectors else None
-        if word is not None:
-            rows.append(token_id)
-            sources.append(vectors.index[word])
-    if not rows:
-        raise ValueError(
-            f"no token of the {len(vocabulary)}-token vocabulary has a word vector among {len(vectors)} words; "
-            "check that the vectors were trained on text in the same language and casing"
-        )
-    mapped = _linear_map(vectors.vectors, table.shape[1])[sources]
-    scale = float(table[rows].std()) / max(float(mapped.std()), 1e-12)
-    table[rows] = mapped * scale
-    return table, np.array(rows, dtype=np.int64)
-
-
-def _linear_map(matrix, dim):
-    """`matrix` [N, D] mapped linearly to [N, dim]: unchanged when D == dim, else onto its
-    principal axes (top `dim` of them, or all D then zero columns)."""
-    matrix = np.asarray(matrix, dtype=np.float64)
-    if matrix.shape[1] == dim:
-        return matrix
-    centred = matrix - matrix.mean(axis=0)
-    _, _, axes = np.linalg.svd(centred, full_matrices=False)
-    projected = centred @ axes[:dim].T
-    return np.pad(projected, ((0, 0), (0, dim - projected.shape[1])))
-
-
-def init_token_embeddings(model, vocabulary, vectors, lowercase=True):
-    """Sets a kmlm model's input token-embedding table from word vectors (see
-    `embedding_table_from_vectors`); returns the number of rows set.
-
-    Example:
-    >>> init_token_embeddings(model, vocabulary, "runs/w2v/vectors.txt")
-    2811
-    """
-    embedding = _encoder_of(model).embedding.token_embeddings
-    table, rows = embedding_table_from_vectors(vectors, vocabulary, np.asarray(embedding), lowercase=lowercase)
-    embedding.assign(table.astype(embedding.dtype))
-    return len(rows)
+    os.makedirs(out, exist_ok=True)
+    vectors.save(os.path.join(out, VECTORS_FILE), format=format)
+    vectors.save_counts(os.path.join(out, COUNTS_FILE))
+    record = {"corpus": corpus, "settings": dataclasses.asdict(settings), "vocabulary_size": len(vectors),
+              **(extra or {})}
+    write_json_atomically(os.path.join(out, record_file), record)

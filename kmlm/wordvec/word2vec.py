@@ -23,23 +23,18 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import json
-import os
 import time
-import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kmlm.wordvec.vectors import WordVectors
+from kmlm.training import tf_data_fit
+from kmlm.wordvec.vectors import WordVectors, write_vectors_directory
+from kmlm.wordvec.words import build_vocabulary, count_words, known_word_ids, word_id_table
 
 MODELS = ("skipgram", "cbow")
-VECTORS_FILE = "vectors.txt"
-COUNTS_FILE = "vocab.txt"
 SETTINGS_FILE = "word2vec.json"
-# Characters written without spaces between words: each one is a word of its own.
-_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
 # Documents tokenized together in one tf.data element.
 _DOCUMENTS_PER_CHUNK = 64
 
@@ -97,51 +92,7 @@ class Word2VecSettings:
             raise ValueError(f"learning_rate={self.learning_rate} must be positive")
 
 
-# --------------------------------------------------------------------------- words
-
-
-def split_words(texts: tf.Tensor) -> tf.RaggedTensor:
-    """Splits strings into words in the graph: lowercase, split on every character that is
-    not a letter (or combining mark), and make every CJK character a word.
-
-    Args:
-        texts: a [N] `tf.string` tensor.
-
-    Returns:
-        A [N, (words)] ragged `tf.string` tensor.
-
-    Example:
-    >>> split_words(tf.constant(["Don't panic, 世界!"])).to_list()
-    [[b'don', b't', b'panic', b'\\xe4\\xb8\\x96', b'\\xe7\\x95\\x8c']]
-    """
-    texts = tf.strings.lower(texts, encoding="utf-8")
-    texts = tf.strings.regex_replace(texts, f"([{_CJK}])", r" \1 ")
-    texts = tf.strings.regex_replace(texts, r"[^\p{L}\p{M}]+", " ")
-    return tf.strings.split(tf.strings.strip(texts))
-
-
-def count_words(documents: tf.data.Dataset) -> dict[str, int]:
-    """Counts the words (`split_words`) of a dataset of documents."""
-    counts: dict[str, int] = {}
-    chunks = documents.batch(1024).map(lambda texts: split_words(texts).flat_values)
-    for words in chunks.prefetch(2).as_numpy_iterator():
-        unique, frequency = np.unique(words, return_counts=True)
-        for word, n in zip(unique.tolist(), frequency.tolist()):
-            counts[word] = counts.get(word, 0) + n
-    return {word.decode("utf-8"): n for word, n in counts.items()}
-
-
-def build_vocabulary(counts: dict[str, int], min_count: int) -> tuple[list[str], np.ndarray]:
-    """Words seen at least `min_count` times, most frequent first (ties alphabetical),
-    and their counts."""
-    kept = sorted(((n, w) for w, n in counts.items() if n >= min_count), key=lambda x: (-x[0], x[1]))
-    if not kept:
-        most = max(counts.values(), default=0)
-        raise ValueError(
-            f"no word occurs --min-count {min_count} times (the most frequent occurs {most} times); "
-            "lower --min-count or give a larger corpus"
-        )
-    return [w for _, w in kept], np.array([n for n, _ in kept], dtype=np.int64)
+# --------------------------------------------------------------------------- word statistics
 
 
 def sampling_table(counts: np.ndarray, size: int, power: float = 0.75) -> np.ndarray:
@@ -239,6 +190,37 @@ def _context_matrix(values, row_ids, window, seed):
     return tf.stack(columns, axis=1) if columns else tf.zeros([n, 0], tf.int32)
 
 
+def _tree_outputs(counts):
+    """The output side of hierarchical softmax: a word's Huffman path, its branches as labels
+    and the path's padding masked out."""
+    nodes, codes, lengths = (tf.constant(a) for a in huffman_paths(counts))
+    depth = int(nodes.shape[1])
+
+    def output_side(index, input_ids, word):
+        path_mask = tf.sequence_mask(tf.gather(lengths, word), depth, dtype=tf.float32)
+        labels = 1.0 - tf.cast(tf.gather(codes, word), tf.float32)
+        return {"input_ids": input_ids, "output_ids": tf.gather(nodes, word)}, labels, path_mask
+
+    return output_side
+
+
+def _negative_outputs(counts, settings):
+    """The output side of negative sampling: the true word (label 1), then K words drawn
+    from the unigram^0.75 table (label 0), seeded by the batch index."""
+    negatives_table = tf.constant(sampling_table(counts, settings.table_size))
+    k, seed = settings.negatives, settings.seed
+
+    def output_side(index, input_ids, word):
+        draws = tf.random.stateless_uniform(
+            [tf.shape(word)[0], k], tf.stack([seed + 1, index]), maxval=settings.table_size, dtype=tf.int32
+        )
+        output_ids = tf.concat([word[:, None], tf.gather(negatives_table, draws)], axis=1)
+        labels = tf.concat([tf.ones_like(word, tf.float32)[:, None], tf.zeros([tf.shape(word)[0], k])], axis=1)
+        return {"input_ids": input_ids, "output_ids": output_ids}, labels, tf.ones_like(labels)
+
+    return output_side
+
+
 def word2vec_examples(
     documents: tf.data.Dataset,
     vocabulary: list[str],
@@ -257,23 +239,14 @@ def word2vec_examples(
         path padding).
     """
     settings.validate()
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(vocabulary), tf.range(len(vocabulary), dtype=tf.int32)
-        ),
-        default_value=-1,
-    )
+    table = word_id_table(vocabulary)
     keep_probability = tf.constant(keep_probabilities(counts, settings.subsample))
     window = settings.window
     seed = settings.seed
     skipgram = settings.model == "skipgram"
 
     def chunk_examples(index, texts):
-        words = split_words(texts)
-        ids = tf.ragged.map_flat_values(table.lookup, words)
-        known = ids.flat_values >= 0
-        values = tf.boolean_mask(ids.flat_values, known)
-        row_ids = tf.boolean_mask(tf.cast(ids.value_rowids(), tf.int32), known)
+        values, row_ids = known_word_ids(texts, table)
         values, row_ids = _subsample(values, row_ids, keep_probability, tf.stack([seed, 2 * index]))
         contexts = _context_matrix(values, row_ids, window, tf.stack([seed, 2 * index + 1]))
         if skipgram:
@@ -283,27 +256,7 @@ def word2vec_examples(
         has_context = tf.reduce_any(contexts >= 0, axis=1)
         return tf.boolean_mask(contexts, has_context), tf.boolean_mask(values, has_context)
 
-    if settings.hierarchical_softmax:
-        nodes, codes, lengths = (tf.constant(a) for a in huffman_paths(counts))
-        depth = int(nodes.shape[1])
-
-        def output_side(index, input_ids, word):
-            path_mask = tf.sequence_mask(tf.gather(lengths, word), depth, dtype=tf.float32)
-            labels = 1.0 - tf.cast(tf.gather(codes, word), tf.float32)
-            return {"input_ids": input_ids, "output_ids": tf.gather(nodes, word)}, labels, path_mask
-
-    else:
-        negatives_table = tf.constant(sampling_table(counts, settings.table_size))
-        k = settings.negatives
-
-        def output_side(index, input_ids, word):
-            draws = tf.random.stateless_uniform(
-                [tf.shape(word)[0], k], tf.stack([seed + 1, index]), maxval=settings.table_size, dtype=tf.int32
-            )
-            output_ids = tf.concat([word[:, None], tf.gather(negatives_table, draws)], axis=1)
-            labels = tf.concat([tf.ones_like(word, tf.float32)[:, None], tf.zeros([tf.shape(word)[0], k])], axis=1)
-            return {"input_ids": input_ids, "output_ids": output_ids}, labels, tf.ones_like(labels)
-
+    output_side = _tree_outputs(counts) if settings.hierarchical_softmax else _negative_outputs(counts, settings)
     if shuffle:
         documents = documents.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
     chunks = documents.batch(_DOCUMENTS_PER_CHUNK).enumerate()
@@ -460,9 +413,7 @@ def train_word2vec(documents: tf.data.Dataset, settings: Word2VecSettings | None
     )
     speed = _WordsPerSecond(words_per_epoch, verbose)
     # The pass above counted the steps: with them, the schedule ends exactly at the last step.
-    with warnings.catch_warnings():
-        # Keras warns that `shuffle` is ignored for tf.data input; the pipeline shuffles.
-        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+    with tf_data_fit():
         history = model.fit(
             examples.repeat(), steps_per_epoch=steps, epochs=settings.epochs, callbacks=[speed], verbose=verbose
         )
@@ -475,15 +426,5 @@ def save_word2vec_run(out: str, result: Word2VecResult, settings: Word2VecSettin
     """Writes `vectors.txt` (word2vec text format), `vocab.txt` ("word count" lines, most
     frequent first) and `word2vec.json` (settings and throughput) into `out`."""
     record = {"words_per_second": result.words_per_second, "loss": result.history.get("loss", [])}
-    write_vectors_directory(out, result.vectors, SETTINGS_FILE, settings, corpus, record)
+    write_vectors_directory(out, result.vectors, SETTINGS_FILE, settings=settings, corpus=corpus, extra=record)
 
-
-def write_vectors_directory(out, vectors, record_file, settings, corpus, extra, format="word2vec"):
-    """The output folder of a vector trainer: `vectors.txt`, `vocab.txt` and a JSON record
-    of the corpus, settings and vocabulary size plus `extra`."""
-    os.makedirs(out, exist_ok=True)
-    vectors.save(os.path.join(out, VECTORS_FILE), format=format)
-    vectors.save_counts(os.path.join(out, COUNTS_FILE))
-    record = {"corpus": corpus, "settings": dataclasses.asdict(settings), "vocabulary_size": len(vectors), **extra}
-    with open(os.path.join(out, record_file), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2)

@@ -2,16 +2,14 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from kmlm.cli.main import main
 from kmlm.pipelines import SPECIAL_TOKENS
-from tests.helpers import run_cli, write_corpus
+from tests.helpers import kill_during_training, logged_epochs, run_cli, write_corpus
 
 TINY = ["--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--vocab-size", "300", "--log-points", "4"]
 ENGLISH = [
@@ -199,24 +197,13 @@ def test_rerunning_after_a_kill_resumes(tmp_path):
     command = [sys.executable, "-m", "kmlm", "pretrain", "--corpus", corpus, "--out", str(out), "--steps", "400",
                "--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--vocab-size", "300",
                "--log-points", "40", "--eval-batches", "0", "--no-jit", "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    metrics = out / "metrics.csv"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 4 and (out / "backup").exists():
-            break
-        if process.poll() is not None:
-            pytest.fail("training ended before it could be interrupted")
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    epochs_before = kill_during_training(command, out, epochs=3)
     assert not (out / "model.keras").exists()
-    epochs_before = [int(line.split(",")[0]) for line in metrics.read_text().splitlines()[1:]]
     assert epochs_before and epochs_before[-1] < 39
 
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    epochs = [int(line.split(",")[0]) for line in metrics.read_text().splitlines()[1:]]
+    epochs = logged_epochs(out)
     resumed_at = epochs[len(epochs_before)]
     assert 0 < resumed_at <= epochs_before[-1] + 1  # continued, did not start over
     assert epochs[-1] == 39 and (out / "model.keras").exists() and not (out / "backup").exists()

@@ -170,7 +170,7 @@ def test_minilm_hidden_states_match_the_stored_reference(minilm):
     assert (embeddings * reference["sentence_embeddings"]).sum(1).min() >= 0.9999
 
     # kmlm's own tokenizer gives the ids the reference tokenizer gave.
-    tokenizer = make_tokenizer(run.vocabulary, lowercase=run.data["lowercase"])
+    tokenizer = make_tokenizer(run.vocabulary, lowercase=run.config.data.lowercase)
     for text, ids, row_mask in zip(reference["texts"], reference["token_ids"], real):
         pieces = [int(i) for i in tokenizer.tokenize(str(text))]
         assert [101] + pieces + [102] == ids[row_mask].tolist()

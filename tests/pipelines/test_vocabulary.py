@@ -10,8 +10,10 @@ from kmlm.pipelines import (
     SPECIAL_TOKENS,
     learn_vocabulary,
     load_documents,
+    is_never_predicted,
     load_vocabulary,
     make_tokenizer,
+    never_predicted,
     save_vocabulary,
     special_ids,
 )
@@ -150,3 +152,21 @@ def test_tokenizer_accepts_a_vocabulary_path(tmp_path):
     save_vocabulary(list(SPECIAL_TOKENS) + ["hello"], path)
     assert tokenize(make_tokenizer(path), ["hello"]).to_list() == [[5]]
     assert special_ids(path).sep == 3
+
+
+def test_never_predicted_marks_special_and_reserved_tokens_only():
+    markup = ["[unused0]", "[unused12]", "[unused_3]", "[extra]"]
+    text = ["[", "]", "[]", "[ ]", "[[x]]", "[a", "a]", "[UNK]x", "x[MASK]", "cat", "##s", "##]"]
+    vocabulary = list(SPECIAL_TOKENS) + markup + text
+    marks = never_predicted(vocabulary)
+    assert marks.dtype == bool and marks.shape == (len(vocabulary),)
+    assert marks.tolist() == [True] * (len(SPECIAL_TOKENS) + len(markup)) + [False] * len(text)
+    assert [is_never_predicted(token) for token in vocabulary] == marks.tolist()
+    assert never_predicted([]).shape == (0,)
+
+
+def test_a_learned_vocabulary_holds_no_reserved_tokens():
+    """Pre-tokenization splits "[" off, so only the five special tokens are never predicted:
+    masking and fill-mask treat a learned vocabulary exactly as before the reserved entries."""
+    vocabulary = learn_vocabulary(MIXED + ["[unused0] [MASK] [x] brackets]"] * 20, 300)
+    assert never_predicted(vocabulary).nonzero()[0].tolist() == list(range(len(SPECIAL_TOKENS)))

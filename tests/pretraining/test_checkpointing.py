@@ -11,7 +11,7 @@ import pytest
 from kmlm.files import replace_atomically
 from kmlm.pretraining.checkpointing import AtomicBackupAndRestore, AtomicWeightsCheckpoint
 from kmlm.training import NonFiniteLossError, StopOnNonFiniteLoss
-from tests.helpers import write_corpus
+from tests.helpers import kill_during_training, logged_epochs, write_corpus
 from tests.cli.test_main import ENGLISH
 
 STEPS_PER_EPOCH = 4
@@ -130,3 +130,41 @@ def test_pretrain_reports_a_diverging_run(tmp_path, capsys):
     else:
         assert checkpoint == "none (no epoch finished before it)" and step <= 2
     assert not (out / "model.keras").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_sentence_order_run_resumes_where_its_backup_left_it(tmp_path):
+    import subprocess
+    import sys
+
+    from kmlm.run_directory import load_run, load_sentence_heads
+
+    corpus = write_corpus(tmp_path / "corpus.txt", ENGLISH * 4)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "kmlm", "pretrain", "--objective", "mlm+sop", "--corpus", corpus,
+               "--out", str(out), "--steps", "400", "--preset", "tiny", "--seq-len", "32", "--batch-size", "8",
+               "--vocab-size", "300", "--log-points", "40", "--eval-batches", "0", "--no-jit"]
+    epochs_before = kill_during_training(command, out, epochs=3)
+    assert not (out / "model.keras").exists() and not (out / "pooler.safetensors").exists()
+    assert epochs_before and epochs_before[-1] < 39
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"resuming the unfinished run in {out}" in result.stdout.splitlines()
+    epochs = logged_epochs(out)
+    resumed_at = epochs[len(epochs_before)]
+    assert 0 < resumed_at <= epochs_before[-1] + 1  # continued from the backup, did not start over
+    assert epochs[-1] == 39 and sorted(set(epochs)) == list(range(40))
+    assert not (out / "backup").exists()
+
+    run = load_run(str(out))  # a complete model.keras, in safe mode
+    assert run.config.training["objective"] == "mlm+sop" and run.has_masked_lm_head
+    heads = load_sentence_heads(str(out))
+    hidden = run.model_config.hidden_dim
+    assert {name: value.shape for name, value in heads.items()} == {
+        "pooler/kernel": (hidden, hidden), "pooler/bias": (hidden,),
+        "next_sentence/kernel": (hidden, 2), "next_sentence/bias": (2,),
+    }
+    assert all(np.isfinite(value).all() for value in heads.values())
+    with open(out / "evaluation.json", encoding="utf-8") as file:
+        assert json.load(file)["masked_tokens"] > 0

@@ -20,7 +20,7 @@ PLACES = ["home", "outside", "here", "there"]
 VOCABULARY = list(SPECIAL_TOKENS) + ["where", "is", "the", "?", "."] + ANIMALS + VERBS + PLACES
 
 
-def _toy_corpus(documents=240):
+def toy_corpus(documents=240):
     """Two-sentence documents: a question about an animal, then its answer. A true next
     segment is an answer about the same animal; a random one is a question half of the time
     and (almost always) about another animal; a swapped pair puts the question second."""
@@ -43,7 +43,7 @@ def test_pooler_is_tanh_of_the_first_token_projection():
 
 @pytest.mark.slow
 def test_next_sentence_head_learns_on_a_structured_corpus(tmp_path):
-    corpus = write_corpus(tmp_path / "animals.txt", _toy_corpus())
+    corpus = write_corpus(tmp_path / "animals.txt", toy_corpus())
     vocab = str(tmp_path / "vocab.txt")
     save_vocabulary(VOCABULARY, vocab)
     out = str(tmp_path / "run")
@@ -60,7 +60,7 @@ def test_next_sentence_head_learns_on_a_structured_corpus(tmp_path):
         assert json.load(f)["next_sentence_accuracy"] == metrics["next_sentence_accuracy"]
 
     run = load_run(out)
-    assert run.settings["training"]["objective"] == "mlm+nsp" and run.has_masked_lm_head
+    assert run.config.training["objective"] == "mlm+nsp" and run.has_masked_lm_head
     kernel, bias = run.pooler_weights
     assert kernel.shape == (32, 32) and bias.shape == (32,)
     heads = load_sentence_heads(out)
@@ -70,7 +70,7 @@ def test_next_sentence_head_learns_on_a_structured_corpus(tmp_path):
 
 
 def test_objective_flag_and_its_errors(tmp_path, capsys):
-    corpus = write_corpus(tmp_path / "animals.txt", _toy_corpus()[:20])
+    corpus = write_corpus(tmp_path / "animals.txt", toy_corpus()[:20])
     argv = ["pretrain", "--corpus", corpus, "--preset", "tiny", "--steps", "2", "--out", str(tmp_path / "run")]
     assert main(argv + ["--objective", "mlm+nsp", "--distribution", "mirrored"]) == 2
     assert "runs on one device" in capsys.readouterr().err

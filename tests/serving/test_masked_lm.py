@@ -12,13 +12,17 @@ import pytest
 import tensorflow as tf
 
 from kmlm.cli.main import main
-from kmlm.serving.masked_lm import TEMP_PREFIX, WARMUP_DIR, WARMUP_FILE, existing_versions, export_run
+from kmlm.layers import SequencePooling
+from kmlm.serving.base import TEMP_PREFIX, WARMUP_DIR, WARMUP_FILE, existing_versions
+from kmlm.serving.masked_lm import ServingModule, export_run
 from kmlm.serving.audit import OpAuditError, audit_saved_model, read_meta_graph, text_ops
 from kmlm.inference.fill_mask import FillMask
 from kmlm.pipelines import SPECIAL_TOKENS, make_tokenizer, special_ids
 from kmlm.run_directory import load_run
 from tests.helpers import write_corpus
 from tests.cli.test_main import CHINESE, ENGLISH
+from tests.inference.test_fill_mask import PREDICTABLE, UNUSED, favour_unused
+from tests.tiny_run import VOCABULARY, make_tiny_run, tiny_model
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +46,7 @@ def _train(base, name, documents):
 
 def _id_request(run, texts, seq_len, max_masks):
     """serving_default inputs built in Python: [CLS] pieces [SEP], padded, [MASK] positions."""
-    tokenizer = make_tokenizer(run.vocabulary, lowercase=run.data.get("lowercase", True))
+    tokenizer = make_tokenizer(run.vocabulary, lowercase=run.config.data.lowercase)
     ids = special_ids(run.vocabulary)
     rows = {name: np.zeros([len(texts), seq_len], np.int32) for name in ("token_ids", "segment_ids", "document_ids")}
     mask_positions = np.zeros([len(texts), max_masks], np.int32)
@@ -167,7 +171,7 @@ def test_serving_default_matches_the_keras_model(exports, loader):
 def test_fill_mask_matches_the_python_fill_mask(exports, loader):
     for tag in ("en", "zh"):
         run = exports["runs"][tag]
-        predictor = FillMask(run.model, run.vocabulary, lowercase=run.data.get("lowercase", True))
+        predictor = FillMask(run.model, run.vocabulary, lowercase=run.config.data.lowercase)
         served = _outputs(exports["results"], tag, loader, "fill_mask")
         for row, text in enumerate(TEXTS[tag]):
             expected = predictor(text, top_k=TOP_K) if "[MASK]" in text else []
@@ -197,7 +201,7 @@ def test_fill_mask_agrees_with_the_cli(exports, capsys):
 def test_encode_matches_the_keras_encoder(exports, loader):
     for tag in ("en", "zh"):
         run = exports["runs"][tag]
-        tokenizer = make_tokenizer(run.vocabulary, lowercase=run.data.get("lowercase", True))
+        tokenizer = make_tokenizer(run.vocabulary, lowercase=run.config.data.lowercase)
         ids = special_ids(run.vocabulary)
         served = _outputs(exports["results"], tag, loader, "encode")
         for row, text in enumerate(TEXTS[tag]):
@@ -298,7 +302,7 @@ def test_a_failure_before_the_rename_leaves_nothing(exports, monkeypatch, tmp_pa
     def fail(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("kmlm.serving.masked_lm.write_warmup_requests", fail)
+    monkeypatch.setattr("kmlm.serving.base.write_warmup_requests", fail)
     base = tmp_path / "serving"
     with pytest.raises(RuntimeError, match="disk full"):
         export_run(exports["runs"]["en"], str(base))
@@ -365,3 +369,55 @@ def test_text_signatures_pad_each_request_only_to_its_longest_text(exports):
     encoded_alone = loaded.signatures["encode"](text=tf.constant([short]))["pooled_embedding"].numpy()[0]
     encoded_batched = loaded.signatures["encode"](text=tf.constant([short, long_text]))["pooled_embedding"].numpy()[0]
     np.testing.assert_allclose(encoded_alone, encoded_batched, rtol=1e-5, atol=1e-6)
+
+
+def test_served_fill_mask_never_proposes_unused_tokens(tmp_path):
+    """A converted BERT vocabulary holds [unused0]...; the export must skip it as FillMask does."""
+    run = load_run(make_tiny_run(str(tmp_path / "run"), seed=1))
+    model = favour_unused(run.model)
+    text = "the cat [MASK] on a [MASK] ."
+    too_many = len(PREDICTABLE) + 1
+    with pytest.raises(ValueError, match=f"top_k={too_many} must be in \\[1, {len(PREDICTABLE)}\\]"):
+        export_run(run, str(tmp_path / "refused"), top_k=too_many)
+    export = export_run(run, str(tmp_path / "serving"), seq_len=16, top_k=len(PREDICTABLE), max_masks=4)
+    loaded = tf.saved_model.load(export.path)
+    served = {k: v.numpy() for k, v in loaded.signatures["fill_mask"](text=tf.constant([text])).items()}
+    expected = FillMask(model, VOCABULARY)(text, top_k=len(PREDICTABLE))
+    assert served["mask_count"].tolist() == [2]
+    for slot, mask in enumerate(expected):
+        assert sorted(served["top_k_ids"][0, slot].tolist()) == PREDICTABLE
+        assert served["top_k_ids"][0, slot].tolist() == [p["id"] for p in mask["predictions"]]
+        assert b"[unused0]" not in served["top_k_tokens"][0, slot].tolist()
+    ids = _id_request(run, [text], 16, 4)
+    by_ids = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in ids.items()})
+    assert UNUSED not in by_ids["top_k_ids"].numpy()[0, :2]
+    np.testing.assert_array_equal(by_ids["top_k_ids"].numpy()[0, :2], served["top_k_ids"][0, :2])
+
+
+def test_pooled_embedding_of_an_empty_text_or_a_padding_row_is_sequence_poolings(tmp_path):
+    """Mean pooling is SequencePooling's: an empty text pools [CLS] [SEP], a row of padding
+    only pools to zeros (not 0 / 0), in `encode` and in an embeddings-only `serving_default`."""
+    model, ids = tiny_model(seed=4), special_ids(VOCABULARY)
+    pooling = SequencePooling("mean")
+    module = ServingModule(model, VOCABULARY, lowercase=True, seq_len=16, max_masks=4, top_k=3, masked_lm=False)
+    loaded = tf.saved_model.load(module.write_version(str(tmp_path / "serving"))[0])
+
+    rows = np.full([2, 16], ids.pad, np.int32)
+    rows[1, :3] = [ids.cls, VOCABULARY.index("cat"), ids.sep]
+    document_ids = np.zeros([2, 16], np.int32)
+    document_ids[1, :3] = 1
+    features = {"token_ids": rows, "segment_ids": np.zeros_like(rows), "document_ids": document_ids}
+    served = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in features.items()})
+    expected = pooling(model.encoder(features, training=False), document_ids).numpy()
+    pooled = served["pooled_embedding"].numpy()
+    assert np.isfinite(pooled).all() and (pooled[0] == 0).all()
+    np.testing.assert_allclose(pooled, expected, rtol=1e-5, atol=1e-6)
+
+    encoded = loaded.signatures["encode"](text=tf.constant(["", "cat"]))["pooled_embedding"].numpy()
+    texts = np.full([2, 16], ids.pad, np.int32)
+    texts[0, :2] = [ids.cls, ids.sep]
+    texts[1, :3] = [ids.cls, VOCABULARY.index("cat"), ids.sep]
+    text_documents = (np.arange(16) < np.array([[2], [3]])).astype(np.int32)
+    text_features = {"token_ids": texts, "segment_ids": np.zeros_like(texts), "document_ids": text_documents}
+    expected = pooling(model.encoder(text_features, training=False), text_documents).numpy()
+    np.testing.assert_allclose(encoded, expected, rtol=1e-5, atol=1e-6)

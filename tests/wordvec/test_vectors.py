@@ -11,7 +11,9 @@ import pytest
 from kmlm.config import ModelConfig
 from kmlm.model import build_mlm_model
 from kmlm.pipelines import SPECIAL_TOKENS, make_tokenizer
-from kmlm.wordvec.vectors import WordVectors, embedding_table_from_vectors, init_token_embeddings, spearman
+from kmlm.statistics import spearman
+from kmlm.wordvec.from_mlm import contextual_vectors, embedding_table_from_vectors, init_token_embeddings, static_vectors
+from kmlm.wordvec.vectors import WordVectors
 
 WORDS = ["king", "queen", "man", "woman", "apple", "日本"]
 MATRIX = np.array(
@@ -208,7 +210,7 @@ def test_pretrain_init_embeddings_flag(tmp_path, capsys):
     assert main(argv) == 0
     assert "initialised 5 token embeddings" in capsys.readouterr().out
     run = load_run(str(out))
-    assert run.settings["training"]["init_embeddings"] == str(vectors_path)
+    assert run.config.training["init_embeddings"] == str(vectors_path)
     table = np.asarray(run.model.encoder.embedding.token_embeddings)
     rows = [run.vocabulary.index(w) for w in words]
     design = np.hstack([WordVectors.load(str(vectors_path)).vectors, np.ones((5, 1))])
@@ -220,3 +222,48 @@ def test_pretrain_init_embeddings_flag(tmp_path, capsys):
     assert [w for w, _ in answer["similar"]["cat"]] == [w for w, _ in static.most_similar("cat", top_n=3)]
     assert main(argv[:-1] + [str(tmp_path / "missing.txt"), "--overwrite"]) == 2
     assert "is not a word vectors file" in capsys.readouterr().err
+
+
+def test_the_store_needs_numpy_only():
+    import subprocess
+    import sys
+
+    code = ("import sys, kmlm.wordvec.vectors as v; v.WordVectors(['a'], [[1.0]]).most_similar('a'); "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_classmethods_and_functions_give_the_same_vectors(tiny_model):
+    model, _ = tiny_model
+    static = static_vectors(model, VOCABULARY, words=["playing", "cat"])
+    via_class = WordVectors.from_masked_lm(model, VOCABULARY, words=["playing", "cat"])
+    assert static.words == via_class.words
+    np.testing.assert_array_equal(static.vectors, via_class.vectors)
+    documents = ["the cat sat on the mat.", "the cat played"]
+    contextual = contextual_vectors(model, VOCABULARY, documents, seq_len=16, min_count=2, batch_size=1)
+    assert contextual.words == ["the", "cat"] and contextual.counts.tolist() == [3, 2]
+    np.testing.assert_allclose(WordVectors.contextual(model, VOCABULARY, documents, seq_len=16, min_count=2).vectors,
+                               contextual.vectors, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="give the model's vocabulary"):
+        static_vectors(model, None)
+
+
+def test_vectors_directory_is_written_whole(vectors, tmp_path):
+    import dataclasses
+    import os
+
+    from kmlm.wordvec.vectors import write_vectors_directory
+
+    @dataclasses.dataclass
+    class Settings:
+        dim: int = 3
+
+    out = tmp_path / "out"
+    write_vectors_directory(str(out), vectors, "record.json", settings=Settings(), corpus="c.txt", extra={"loss": [1.0]})
+    assert sorted(os.listdir(out)) == ["record.json", "vectors.txt", "vocab.txt"]  # no partial files left
+    assert WordVectors.load(str(out / "vectors.txt")).words == WORDS
+    assert (out / "vocab.txt").read_text(encoding="utf-8").splitlines()[0] == "king 60"
+    assert json.loads((out / "record.json").read_text()) == {"corpus": "c.txt", "settings": {"dim": 3},
+                                                             "vocabulary_size": 6, "loss": [1.0]}

@@ -9,18 +9,16 @@ import pytest
 import tensorflow as tf
 
 from kmlm.cli.main import main
+from kmlm.wordvec.vectors import WordVectors
 from kmlm.wordvec.word2vec import (
     Word2VecSettings,
-    build_vocabulary,
-    count_words,
     huffman_paths,
     keep_probabilities,
     sampling_table,
-    split_words,
     train_word2vec,
     word2vec_examples,
 )
-from kmlm.wordvec.vectors import WordVectors
+from kmlm.wordvec.words import build_vocabulary, count_words
 from tests.helpers import write_corpus
 from tests.wordvec.corpora import GROUPS, neighbour_purity, planted_analogy, planted_groups
 
@@ -29,12 +27,6 @@ FAST = dict(dim=32, window=3, min_count=1, batch_size=256, table_size=100_000)
 
 def _documents(texts):
     return tf.data.Dataset.from_tensor_slices(list(texts))
-
-
-def test_split_words_lowercases_splits_on_non_letters_and_isolates_cjk():
-    words = split_words(tf.constant(["Don't PANIC: 42 Éclairs!", "我爱NLP模型"])).to_list()
-    assert [w.decode() for w in words[0]] == ["don", "t", "panic", "éclairs"]
-    assert [w.decode() for w in words[1]] == ["我", "爱", "nlp", "模", "型"]
 
 
 def test_sampling_table_follows_unigram_to_the_three_quarters():

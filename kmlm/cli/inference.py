@@ -1,39 +1,48 @@
-"""CLI commands for BERT compatibility: convert, score, generate."""
+"""`kmlm fill-mask`, `kmlm score` and `kmlm generate`: use a run's masked LM head.
+
+TensorFlow-heavy modules are imported inside the command functions, so `kmlm --help` stays fast.
+"""
 
 import json
 import sys
-import time
+
+from kmlm.cli.options import RUN_DIR_HELP, add_command, add_subcommands, positive_int
 
 
-def add_commands(commands, formatter_class):
-    """Adds the BERT-compatibility subcommands to the `kmlm` argument parser."""
-    from kmlm.cli.main import _positive_int
+def add_commands(commands, names=None):
+    """Adds the subcommands fill-mask, score and generate (or only those in `names`) to `commands`."""
+    add_subcommands(commands, COMMANDS, names)
 
-    conv = commands.add_parser(
-        "convert", help="import a Hugging Face BERT checkpoint", formatter_class=formatter_class,
-        description="Convert a Hugging Face BERT directory (config.json, model.safetensors, vocab.txt; "
-                    "safetensors only, never pickled .bin files) into a kmlm run directory: encoder, MLM head "
-                    "and [CLS] pooler when the checkpoint has them. The result works with fill-mask (MLM head "
-                    "needed), evaluate, score, generate, export and fine-tuning.")
-    conv.add_argument("hf_dir", metavar="HF_DIR", help="Hugging Face model directory")
-    conv.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write (new or empty)")
-    conv.add_argument("--seq-len", type=_positive_int, default=128,
-                      help="default sequence length recorded for evaluate and export")
-    conv.set_defaults(run=_convert)
 
-    score = commands.add_parser(
-        "score", help="pseudo-perplexity of sentences", formatter_class=formatter_class,
+def add_fill_mask_command(commands):
+    """Adds `kmlm fill-mask`."""
+    fm = add_command(commands, "fill-mask", help="predict the tokens behind [MASK]",
+                     description="Print the top-k predictions for every [MASK] in each TEXT.")
+    fm.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
+    fm.add_argument("texts", metavar="TEXT", nargs="+", help="text with one or more [MASK]")
+    fm.add_argument("--top-k", type=positive_int, default=5, help="predictions per [MASK]")
+    fm.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    fm.set_defaults(run=_fill_mask)
+
+
+def add_score_command(commands):
+    """Adds `kmlm score`."""
+    score = add_command(
+        commands, "score", help="pseudo-perplexity of sentences",
         description="Score each line of FILE by its pseudo-log-likelihood: every token is masked in turn and "
                     "the model's log-probability of the true token is summed (masked copies run in batches). "
                     "Prints the pseudo-perplexity exp(-PLL / tokens) of each sentence and of the whole file.")
     score.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with an MLM head")
     score.add_argument("--input", required=True, metavar="FILE", help="UTF-8 text, one sentence per line ('-': stdin)")
-    score.add_argument("--batch-size", type=_positive_int, default=64, help="masked copies per model call")
+    score.add_argument("--batch-size", type=positive_int, default=64, help="masked copies per model call")
     score.add_argument("--json", action="store_true", help="print per-token log-probabilities as JSON")
     score.set_defaults(run=_score)
 
-    gen = commands.add_parser(
-        "generate", help="generate text by iterative mask filling", formatter_class=formatter_class,
+
+def add_generate_command(commands):
+    """Adds `kmlm generate`."""
+    gen = add_command(
+        commands, "generate", help="generate text by iterative mask filling",
         description="Append --length [MASK] tokens to the seed text (a [MASK] inside it is filled too) and fill "
                     "them. mask-predict: predict all, then re-mask the least confident tokens on a linear "
                     "schedule for --iterations rounds. gibbs: fill left to right, then resample one position "
@@ -41,9 +50,9 @@ def add_commands(commands, formatter_class):
                     "distribution. Special tokens are never produced; --seed makes the output repeatable.")
     gen.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with an MLM head")
     gen.add_argument("seed_text", metavar="SEED_TEXT", help="text to continue (may be empty or contain [MASK])")
-    gen.add_argument("--length", type=_positive_int, default=16, help="tokens to generate")
+    gen.add_argument("--length", type=positive_int, default=16, help="tokens to generate")
     gen.add_argument("--method", choices=("mask-predict", "gibbs"), default="mask-predict", help="filling method")
-    gen.add_argument("--iterations", type=_positive_int, default=None,
+    gen.add_argument("--iterations", type=positive_int, default=None,
                      help="mask-predict rounds (default 10) or gibbs sweeps (default 4)")
     gen.add_argument("--burn-in", type=int, default=None, help="gibbs sweeps before top-k applies (default: half)")
     gen.add_argument("--top-k", type=int, default=10, help="draw among the k most likely tokens (0: all)")
@@ -53,15 +62,8 @@ def add_commands(commands, formatter_class):
     gen.set_defaults(run=_generate)
 
 
-def _convert(args):
-    from kmlm.interop.huggingface import convert_checkpoint
-
-    start = time.time()
-    convert_checkpoint(args.hf_dir, args.out, seq_len=args.seq_len)
-    print(f"done in {time.time() - start:.1f}s")
-
-
 def _load_masked_lm(run_dir, command):
+    """The run in `run_dir`, which must have an MLM head for `command`."""
     from kmlm.run_directory import load_run
 
     run = load_run(run_dir)
@@ -69,7 +71,30 @@ def _load_masked_lm(run_dir, command):
     return run
 
 
+def _fill_mask(args):
+    """Runs `kmlm fill-mask`."""
+    from kmlm.inference.fill_mask import FillMask
+
+    run = _load_masked_lm(args.run_dir, "fill-mask")
+    predictor = FillMask(run.model, run.vocabulary, lowercase=run.config.data.lowercase,
+                         max_length=run.model_config.max_position)
+    outputs = []
+    for text in args.texts:
+        results = predictor(text, top_k=args.top_k)
+        outputs.append({"text": text, "filled": predictor.filled_text(text, results), "masks": results})
+    if args.json:
+        print(json.dumps(outputs if len(outputs) > 1 else outputs[0], indent=2, ensure_ascii=False))
+        return
+    for output in outputs:
+        print(output["text"])
+        print(f"  -> {output['filled']}")
+        for number, mask in enumerate(output["masks"], 1):
+            guesses = ", ".join(f"{p['token']} ({p['score']:.3f})" for p in mask["predictions"])
+            print(f"  [MASK] {number}: {guesses}")
+
+
 def _read_sentences(path):
+    """The non-blank lines of `path` ('-': stdin), stripped; at least one."""
     if path == "-":
         lines = sys.stdin.read().splitlines()
     else:
@@ -82,11 +107,12 @@ def _read_sentences(path):
 
 
 def _score(args):
+    """Runs `kmlm score`."""
     from kmlm.inference.pseudo_perplexity import PseudoLikelihoodScorer, corpus_pseudo_perplexity
 
     sentences = _read_sentences(args.input)
     run = _load_masked_lm(args.run_dir, "score")
-    scorer = PseudoLikelihoodScorer(run.model, run.vocabulary, lowercase=run.data.get("lowercase", True),
+    scorer = PseudoLikelihoodScorer(run.model, run.vocabulary, lowercase=run.config.data.lowercase,
                                     max_length=run.model_config.max_position, batch_size=args.batch_size)
     scores = scorer.score(sentences)
     total = corpus_pseudo_perplexity(scores)
@@ -100,10 +126,11 @@ def _score(args):
 
 
 def _generate(args):
+    """Runs `kmlm generate`."""
     from kmlm.inference.generation import MaskFillingGenerator
 
     run = _load_masked_lm(args.run_dir, "generate")
-    generator = MaskFillingGenerator(run.model, run.vocabulary, lowercase=run.data.get("lowercase", True),
+    generator = MaskFillingGenerator(run.model, run.vocabulary, lowercase=run.config.data.lowercase,
                                      max_length=run.model_config.max_position)
     result = generator.generate(args.seed_text, args.length, method=args.method, iterations=args.iterations,
                                 top_k=args.top_k, temperature=args.temperature, seed=args.seed,
@@ -112,3 +139,7 @@ def _generate(args):
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
         print(result.text)
+
+
+# Subcommand name -> the function that adds it, in the group's order.
+COMMANDS = {"fill-mask": add_fill_mask_command, "score": add_score_command, "generate": add_generate_command}

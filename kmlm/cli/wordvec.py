@@ -1,0 +1,215 @@
+"""`kmlm word2vec`, `kmlm glove` and `kmlm vectors`: train word vectors, and query, evaluate
+and plot them (or those of a pretrained run's embedding table).
+
+TensorFlow-heavy modules are imported inside the command functions, so `kmlm --help` stays fast.
+"""
+
+import json
+import os
+import time
+
+from kmlm.cli.options import (
+    add_command,
+    add_corpus_option,
+    add_one_per_line_option,
+    add_quiet_option,
+    add_subcommands,
+    positive_int,
+)
+
+
+def add_commands(commands, names=None):
+    """Adds the subcommands word2vec, glove and vectors (or only those in `names`) to `commands`."""
+    add_subcommands(commands, COMMANDS, names)
+
+
+def add_word2vec_command(commands):
+    """Adds `kmlm word2vec`."""
+    w2v = add_command(commands, "word2vec", help="train word2vec vectors (skip-gram, CBOW)",
+                      description="Train word2vec (negative sampling or hierarchical softmax) with model.fit; "
+                                  "writes DIR/vectors.txt (word2vec text format), DIR/vocab.txt (word counts) "
+                                  "and DIR/word2vec.json. Words: lowercased, split on non-letters, every CJK "
+                                  "character a word.")
+    w2v.add_argument("--model", choices=("skipgram", "cbow"), default="skipgram", help="architecture")
+    w2v.add_argument("--negatives", type=int, default=5, help="negative samples per example (0 with --hs)")
+    w2v.add_argument("--hs", action="store_true", help="hierarchical softmax instead of negative sampling")
+    w2v.add_argument("--subsample", type=float, default=1e-3, help="frequent-word subsampling threshold t (0: off)")
+    _add_training_options(w2v, window=5, epochs=5, batch_size=1024, learning_rate=0.025)
+    w2v.set_defaults(run=_word2vec)
+
+
+def add_glove_command(commands):
+    """Adds `kmlm glove`."""
+    glove = add_command(commands, "glove", help="train GloVe vectors",
+                        description="Count distance-weighted co-occurrences and fit GloVe's weighted "
+                                    "least squares with model.fit; writes DIR/vectors.txt, DIR/vocab.txt and "
+                                    "DIR/glove.json.")
+    glove.add_argument("--x-max", type=float, default=100.0, help="cut-off of the weighting function")
+    glove.add_argument("--alpha", type=float, default=0.75, help="exponent of the weighting function")
+    glove.add_argument("--format", choices=("word2vec", "glove"), default="word2vec",
+                       help="vectors.txt with a \"N D\" header (word2vec) or without (glove)")
+    _add_training_options(glove, window=10, epochs=25, batch_size=256, learning_rate=0.1)
+    glove.set_defaults(run=_glove)
+
+
+def _add_training_options(parser, *, window, epochs, batch_size, learning_rate):
+    """The options word2vec and GloVe share, with each method's own defaults."""
+    add_corpus_option(parser)
+    add_one_per_line_option(parser)
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--dim", type=positive_int, default=100, help="vector size")
+    parser.add_argument("--window", type=positive_int, default=window, help="largest word distance")
+    parser.add_argument("--min-count", type=positive_int, default=5, help="drop words seen fewer times")
+    parser.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the data")
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size, help="examples per step")
+    parser.add_argument("--learning-rate", type=float, default=learning_rate, help="initial learning rate")
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and sampling")
+    add_quiet_option(parser)
+
+
+def add_vectors_command(commands):
+    """Adds `kmlm vectors`."""
+    vec = add_command(commands, "vectors", help="query, evaluate and plot word vectors",
+                      description="Load word vectors (word2vec or GloVe text file, or a `kmlm pretrain` run "
+                                  "directory: its input embedding table, a word = the mean of its pieces) and "
+                                  "answer the requested queries.")
+    vec.add_argument("vectors", metavar="VECTORS", help="vectors file, or a run directory")
+    vec.add_argument("--similar", nargs="+", default=[], metavar="WORD", help="print the nearest neighbours of words")
+    vec.add_argument("--analogy", nargs=3, metavar=("A", "B", "C"), help="solve A : B :: C : ?")
+    vec.add_argument("--method", choices=("add", "mul"), default="add", help="analogy method: 3CosAdd or 3CosMul")
+    vec.add_argument("--top-n", type=positive_int, default=10, help="answers per query")
+    vec.add_argument("--pairs", metavar="FILE", help="word-pair similarity file to score (Spearman)")
+    vec.add_argument("--analogies", metavar="FILE", help="analogy file to score (Google format)")
+    vec.add_argument("--restrict", type=positive_int, default=None,
+                     help="answer analogies among the N most frequent words")
+    vec.add_argument("--projector", metavar="DIR", help="write TensorBoard Embedding Projector files")
+    vec.add_argument("--plot", metavar="PNG", help="write a labelled 2-D scatter plot")
+    vec.add_argument("--plot-words", nargs="+", metavar="WORD", help="words to plot (default: the most frequent)")
+    vec.add_argument("--projection", choices=("pca", "tsne"), default="pca", help="projection of the plot")
+    vec.add_argument("--limit", type=positive_int, default=None, help="use only the first N words")
+    vec.add_argument("--json", action="store_true", help="print the results as JSON")
+    vec.set_defaults(run=_vectors)
+
+
+def _word2vec(args):
+    """Runs `kmlm word2vec`."""
+    from kmlm.pipelines import load_documents
+    from kmlm.wordvec.word2vec import Word2VecSettings, save_word2vec_run, train_word2vec
+
+    settings = Word2VecSettings(
+        model=args.model, dim=args.dim, window=args.window, negatives=args.negatives, hierarchical_softmax=args.hs,
+        min_count=args.min_count, subsample=args.subsample, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, seed=args.seed,
+    )
+    settings.validate()
+    documents = load_documents(args.corpus, one_per_line=args.one_per_line)
+    start = time.time()
+    result = train_word2vec(documents, settings, verbose=0 if args.quiet else 1)
+    save_word2vec_run(args.out, result, settings, corpus=args.corpus)
+    rates = sorted(result.words_per_second)
+    print(f"{len(result.vectors)} word vectors of dim {args.dim} in {args.out}/vectors.txt; "
+          f"{rates[len(rates) // 2]:,.0f} words/s (median epoch); {time.time() - start:.1f}s")
+
+
+def _glove(args):
+    """Runs `kmlm glove`."""
+    from kmlm.pipelines import load_documents
+    from kmlm.wordvec.glove import GloveSettings, save_glove_run, train_glove
+
+    settings = GloveSettings(
+        dim=args.dim, window=args.window, min_count=args.min_count, x_max=args.x_max, alpha=args.alpha,
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
+    )
+    settings.validate()
+    documents = load_documents(args.corpus, one_per_line=args.one_per_line)
+    start = time.time()
+    result = train_glove(documents, settings, verbose=0 if args.quiet else 1)
+    save_glove_run(args.out, result, settings, corpus=args.corpus, format=args.format)
+    print(f"{len(result.vectors)} word vectors of dim {args.dim} from {result.pairs:,} co-occurrences in "
+          f"{args.out}/vectors.txt; final loss {result.history['loss'][-1]:.4f}; {time.time() - start:.1f}s")
+
+
+def _vectors(args):
+    """Runs `kmlm vectors`."""
+    vectors = _load_vectors(args.vectors, args.limit)
+    results = _answer_queries(vectors, args)
+    if args.json:
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+    else:
+        _print_answers(results, args)
+
+
+def _load_vectors(source, limit):
+    """Word vectors from a vectors file, or from the embedding table of a run directory."""
+    from kmlm.wordvec.vectors import WordVectors
+
+    if not os.path.isdir(source):
+        return WordVectors.load(source, limit=limit)
+    from kmlm.run_directory import load_run
+
+    run = load_run(source)
+    vectors = WordVectors.from_masked_lm(run, None, lowercase=run.config.data.lowercase)
+    if limit:
+        vectors = WordVectors(vectors.words[:limit], vectors.vectors[:limit])
+    return vectors
+
+
+def _require_words(vectors, words, source):
+    """Raises ValueError naming the first of `words` that `vectors` lacks."""
+    for word in words:
+        if word not in vectors:
+            raise ValueError(f"word {word!r} is not in the vocabulary of {source}")
+
+
+def _answer_queries(vectors, args):
+    """The answers to every query of the command line, as a JSON-ready dict."""
+    results = {"words": len(vectors), "dim": vectors.dim}
+    for word in args.similar:
+        _require_words(vectors, [word], args.vectors)
+        results.setdefault("similar", {})[word] = vectors.most_similar(word, top_n=args.top_n)
+    if args.analogy:
+        _require_words(vectors, args.analogy, args.vectors)
+        results["analogy"] = vectors.analogy(*args.analogy, method=args.method, top_n=args.top_n)
+    if args.pairs:
+        results["pairs"] = vectors.evaluate_word_pairs(args.pairs)
+    if args.analogies:
+        results["analogies"] = vectors.evaluate_analogies(args.analogies, method=args.method, restrict=args.restrict)
+    if args.projector:
+        from kmlm.wordvec.projector import export_projector
+
+        results["projector"] = {"dir": args.projector, "words": export_projector(vectors, args.projector)}
+    if args.plot:
+        from kmlm.wordvec.projector import plot_projection
+
+        plotted = plot_projection(vectors, args.plot, words=args.plot_words, method=args.projection)
+        results["plot"] = {"path": args.plot, "words": len(plotted)}
+    return results
+
+
+def _print_answers(results, args):
+    """Prints the answers of `_answer_queries` for a reader."""
+    print(f"{results['words']} words, dim {results['dim']}")
+    for word, neighbours in results.get("similar", {}).items():
+        print(f"{word}: " + ", ".join(f"{w} ({s:.3f})" for w, s in neighbours))
+    if "analogy" in results:
+        a, b, c = args.analogy
+        print(f"{a} : {b} :: {c} : " + ", ".join(f"{w} ({s:.3f})" for w, s in results["analogy"]))
+    if "pairs" in results:
+        p = results["pairs"]
+        print(f"word pairs: Spearman {p['spearman']:.4f} on {p['pairs']} pairs ({p['oov']} out of vocabulary)")
+    if "analogies" in results:
+        a = results["analogies"]
+        print(f"analogies ({args.method}): accuracy {a['accuracy']:.4f} ({a['correct']}/{a['questions']}, "
+              f"{a['oov']} out of vocabulary)")
+        for name, section in a["sections"].items():
+            if name:
+                print(f"  {name}: {section['accuracy']:.4f} ({section['correct']}/{section['questions']})")
+    if "projector" in results:
+        print(f"projector files for {results['projector']['words']} words in {args.projector} "
+              f"(tensorboard --logdir {args.projector})")
+    if "plot" in results:
+        print(f"plotted {results['plot']['words']} words to {args.plot}")
+
+
+# Subcommand name -> the function that adds it, in the group's order.
+COMMANDS = {"word2vec": add_word2vec_command, "glove": add_glove_command, "vectors": add_vectors_command}

@@ -1,0 +1,117 @@
+"""The settings of a pretraining job (the flags of `kmlm pretrain`) and their checks."""
+
+import dataclasses
+import math
+import os
+
+from kmlm.config import ModelConfig
+from kmlm.pipelines import MaskingConfig, check_seq_len
+from kmlm.pretraining import distributed
+from kmlm.training import PRECISIONS
+
+DISTRIBUTIONS = distributed.STRATEGIES
+OBJECTIVES = ("mlm", "mlm+nsp", "mlm+sop")
+
+
+@dataclasses.dataclass
+class PretrainSettings:
+    """Everything `pretrain` needs besides the output directory (the CLI flags).
+
+    Example:
+    >>> settings = PretrainSettings(preset="tiny", steps=50, seq_len=64, batch_size=8, log_points=5)
+    >>> settings.validate()
+    >>> settings.schedule()
+    (10, 5)
+    """
+
+    corpus: str | None = None
+    one_per_line: bool = False
+    preset: str = "mini"
+    steps: int = 1000
+    seq_len: int = 128
+    batch_size: int = 32
+    masking: str = "token"
+    mask_rate: float = 0.15
+    mask_token_rate: float = 0.8
+    random_token_rate: float = 0.1
+    vocab: str | None = None
+    vocab_size: int = 8192
+    vocab_method: str = "fast"
+    lowercase: bool = True
+    packing: bool = True
+    learning_rate: float = 5e-4
+    warmup_steps: int | None = None
+    weight_decay: float = 0.01
+    precision: str = "float32"
+    jit_compile: bool = True
+    seed: int = 0
+    eval_fraction: float = 0.02
+    eval_batches: int = 4
+    log_points: int = 20
+    distribution: str = "default"
+    data_service: str | None = None
+    model_overrides: dict = dataclasses.field(default_factory=dict)
+    init_embeddings: str | None = None
+    objective: str = "mlm"
+
+    def model_config(self, vocabulary_size):
+        config = ModelConfig.from_preset(self.preset, vocabulary_size=vocabulary_size, **self.model_overrides)
+        if self.seq_len > config.max_position:
+            raise ValueError(
+                f"seq_len={self.seq_len} exceeds the model's max_position={config.max_position}; "
+                f"pretrain with --seq-len <= {config.max_position}"
+            )
+        return config
+
+    def masking_config(self):
+        return MaskingConfig(
+            strategy=self.masking,
+            rate=self.mask_rate,
+            mask_token_rate=self.mask_token_rate,
+            random_token_rate=self.random_token_rate,
+            seed=self.seed,
+        )
+
+    @property
+    def vocabulary_source(self):
+        """How the vocabulary was made, as config.json records it: the learner, or "file:PATH"."""
+        return self.vocab_method if self.vocab is None else f"file:{self.vocab}"
+
+    def schedule(self):
+        """(steps_per_epoch, epochs): the run is split into `log_points` Keras epochs so that
+        metrics.csv, checkpoints and BackupAndRestore have that many points."""
+        steps_per_epoch = max(1, math.ceil(self.steps / max(1, self.log_points)))
+        return steps_per_epoch, math.ceil(self.steps / steps_per_epoch)
+
+    def validate(self):
+        """Raises a one-line ValueError (or FileNotFoundError) naming the first bad setting."""
+        if self.steps < 1:
+            raise ValueError(f"--steps {self.steps} must be at least 1")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size {self.batch_size} must be at least 1")
+        check_seq_len(self.seq_len)
+        self.masking_config()
+        self.model_config(max(self.vocab_size, 8))
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(f"unknown strategy {self.distribution!r}; choose one of {', '.join(DISTRIBUTIONS)}")
+        if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
+            raise ValueError(f"--learning-rate {self.learning_rate} must be a positive number, e.g. 5e-4")
+        self.validate_objective()
+        if self.distribution == "multi-worker":
+            if not self.vocab:
+                raise ValueError(
+                    "--strategy multi-worker needs --vocab FILE so that every worker uses the same vocabulary; "
+                    "learn one first with `kmlm vocab`"
+                )
+            distributed.read_tf_config()
+        if self.init_embeddings and not os.path.isfile(self.init_embeddings):
+            raise FileNotFoundError(f"--init-embeddings {self.init_embeddings!r} is not a word vectors file")
+
+    def validate_objective(self):
+        """Refuses an unknown objective, and a sentence-pair one on more than one device."""
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if self.objective != "mlm" and (self.distribution != "default" or self.data_service):
+            raise ValueError(f"--objective {self.objective} runs on one device; leave --strategy default")
