@@ -27,9 +27,7 @@ def positive_int(text):
     try:
         value = int(text)
     except ValueError:
-        # The words argparse used while this function was named `_positive_int`: kept, so that
-        # the message a user sees for `--steps x` did not change with the name.
-        raise argparse.ArgumentTypeError(f"invalid _positive_int value: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
     return value

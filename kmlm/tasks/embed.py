@@ -17,7 +17,8 @@ def load_sentence_embedder(path, *, pooling="mean", seq_len=128):
         seq_len: longest row in tokens, for a pretrained run (at most its max_position).
 
     Example:
-    >>> load_sentence_embedder("runs/demo").embed(["a cat sat", "a dog sat"]).shape
+    (Needs a trained run directory such as `runs/demo`, so not run as a test.)
+    >>> load_sentence_embedder("runs/demo").embed(["a cat sat", "a dog sat"]).shape  # doctest: +SKIP
     (2, 256)
     """
     if os.path.isfile(os.path.join(path, TASK_FILE)):

@@ -78,8 +78,9 @@ def load_task_examples(source: str, task: str, *, tfds_data_dir: str | None = No
         FileNotFoundError: when the file does not exist or a TFDS dataset is not prepared.
 
     Example:
-    >>> examples = load_task_examples("train.jsonl", "classify")
-    >>> examples.texts[0], examples.labels[0]
+    (Needs a `train.jsonl` file, so not run as a test.)
+    >>> examples = load_task_examples("train.jsonl", "classify")  # doctest: +SKIP
+    >>> examples.texts[0], examples.labels[0]  # doctest: +SKIP
     ('a fine film', 'positive')
     """
     if task not in TASKS:

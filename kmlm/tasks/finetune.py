@@ -44,7 +44,9 @@ class FinetuneSettings:
     """The options of `kmlm finetune` (see `kmlm finetune --help`).
 
     Example:
-    >>> FinetuneSettings(task="classify", train="train.jsonl", eval="dev.jsonl", epochs=3)
+    >>> settings = FinetuneSettings(task="classify", train="train.jsonl", eval="dev.jsonl", epochs=3)
+    >>> settings.task, settings.epochs, settings.seq_len
+    ('classify', 3, 128)
     """
 
     task: str = "classify"
@@ -308,8 +310,9 @@ def finetune(run_dir, out, settings, *, overwrite=False, verbose=1):
     docstring). Returns the final metrics: {"eval": {...}, "test": {...}, "epochs": n, ...}.
 
     Example:
-    >>> finetune("runs/demo", "runs/sentiment", FinetuneSettings(task="classify", train="train.jsonl",
-    ...                                                           eval="dev.jsonl"))["eval"]["accuracy"]
+    (Needs a run directory and example files, and trains: not run as a test.)
+    >>> finetune("runs/demo", "runs/sentiment", FinetuneSettings(task="classify", train="train.jsonl",  # doctest: +SKIP
+    ...                                                           eval="dev.jsonl"))["eval"]["accuracy"]  # doctest: +SKIP
     0.91
     """
     from kmlm.run_directory import load_run

@@ -34,9 +34,13 @@ def build_classifier(encoder, num_classes, *, dropout=0.1, pooler_weights=None):
             (`Run.pooler_weights`).
 
     Example:
-    >>> classifier = build_classifier(run.encoder, num_classes=2)
-    >>> classifier(features).shape
-    (32, 2)
+    >>> import numpy as np
+    >>> from kmlm.config import ModelConfig
+    >>> from kmlm.model import build_encoder
+    >>> classifier = build_classifier(build_encoder(ModelConfig.from_preset("tiny", vocabulary_size=100)), 2)
+    >>> ids = np.ones((3, 8), "int32")
+    >>> tuple(classifier({"token_ids": ids, "segment_ids": 0 * ids, "document_ids": ids}).shape)
+    (3, 2)
     """
     inputs = model_inputs(ENCODER_INPUTS)
     pooler = Pooler(initializer_range=encoder.config.initializer_range, name="pooler")

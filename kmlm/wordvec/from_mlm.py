@@ -10,9 +10,10 @@ From word vectors to a masked LM: `embedding_table_from_vectors` / `init_token_e
 start a token-embedding table from trained word vectors (`kmlm pretrain --init-embeddings`).
 
 Example:
->>> run = kmlm.load_run("runs/demo")
->>> static_vectors(run, None).most_similar("file", top_n=3)
->>> init_token_embeddings(model, vocabulary, "runs/w2v/vectors.txt")
+(Needs a trained run directory such as `runs/demo`, so not run as a test.)
+>>> run = kmlm.load_run("runs/demo")  # doctest: +SKIP
+>>> static_vectors(run, None).most_similar("file", top_n=3)  # doctest: +SKIP
+>>> init_token_embeddings(model, vocabulary, "runs/w2v/vectors.txt")  # doctest: +SKIP
 2811
 """
 
@@ -61,7 +62,8 @@ def static_vectors(model, vocabulary, *, words=None, lowercase=True):
         `WordVectors`; words that tokenize to [UNK] only are left out.
 
     Example:
-    >>> static_vectors(model, vocabulary, words=["playing", "cat"]).words
+    (Needs a trained run directory such as `runs/demo`, so not run as a test.)
+    >>> static_vectors(model, vocabulary, words=["playing", "cat"]).words  # doctest: +SKIP
     ['playing', 'cat']
     """
     model, vocabulary = _model_and_vocabulary(model, vocabulary)
@@ -176,7 +178,8 @@ def contextual_vectors(model, vocabulary, documents, *, words=None, lowercase=Tr
         `WordVectors` with occurrence counts, most frequent first.
 
     Example:
-    >>> contextual_vectors(run, None, ["the cat sat", "the dog"]).words[0]
+    (Needs a trained run directory such as `runs/demo`, so not run as a test.)
+    >>> contextual_vectors(run, None, ["the cat sat", "the dog"]).words[0]  # doctest: +SKIP
     'the'
     """
     model, vocabulary = _model_and_vocabulary(model, vocabulary)
@@ -219,7 +222,8 @@ def embedding_table_from_vectors(vectors, vocabulary, table, lowercase=True):
         (new_table, rows): the [V, H] float32 table and the ids of the rows set.
 
     Example:
-    >>> table, rows = embedding_table_from_vectors(WordVectors.load("vectors.txt"), vocab, table)
+    (Needs a vectors file and a model's table, so not run as a test.)
+    >>> table, rows = embedding_table_from_vectors(WordVectors.load("vectors.txt"), vocab, table)  # doctest: +SKIP
     """
     if not isinstance(vectors, WordVectors):
         vectors = WordVectors.load(vectors)
@@ -257,7 +261,8 @@ def init_token_embeddings(model, vocabulary, vectors, lowercase=True):
     `embedding_table_from_vectors`); returns the number of rows set.
 
     Example:
-    >>> init_token_embeddings(model, vocabulary, "runs/w2v/vectors.txt")
+    (Needs a model and a vectors file, so not run as a test.)
+    >>> init_token_embeddings(model, vocabulary, "runs/w2v/vectors.txt")  # doctest: +SKIP
     2811
     """
     embedding = _encoder_of(model).embedding.token_embeddings

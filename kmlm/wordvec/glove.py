@@ -10,8 +10,9 @@ X[j, i] with `symmetric=True`). The model minimises
 over the non-zero X_ij with AdaGrad, and the word vectors are w + w~.
 
 Example:
->>> result = train_glove(load_documents("corpus.txt"), GloveSettings(dim=50, epochs=20))
->>> result.vectors.most_similar("paris", top_n=3)
+(Trains on a corpus file, so not run as a test; tests/wordvec trains on small text.)
+>>> result = train_glove(load_documents("corpus.txt"), GloveSettings(dim=50, epochs=20))  # doctest: +SKIP
+>>> result.vectors.most_similar("paris", top_n=3)  # doctest: +SKIP
 """
 
 from __future__ import annotations

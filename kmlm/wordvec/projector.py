@@ -2,9 +2,12 @@
 scatter plot (PCA, or t-SNE with scikit-learn installed: `pip install kmlm[tsne]`).
 
 Example:
->>> vectors = WordVectors.load("runs/w2v/vectors.txt")
->>> export_projector(vectors, "runs/w2v/projector", limit=5000)
->>> plot_projection(vectors, "runs/w2v/pca.png", words=["king", "queen", "man", "woman"])
+>>> from kmlm.wordvec.vectors import WordVectors
+>>> vectors = WordVectors(["king", "queen", "man", "woman"], [[1, 1, 0], [0, 1, 1], [1, 0, 0], [0, 0, 1]])
+>>> export_projector(vectors, "projector", limit=5000)  # rows written
+4
+>>> plot_projection(vectors, "pca.png", words=["king", "queen", "man", "woman"])  # words labelled
+['king', 'queen', 'man', 'woman']
 """
 
 from __future__ import annotations

@@ -8,11 +8,14 @@ This module needs NumPy only; vectors taken from a masked LM come from
 `kmlm.wordvec.from_mlm`, trained ones from `kmlm.wordvec.word2vec` and `kmlm.wordvec.glove`.
 
 Example:
+>>> vectors = WordVectors(["man", "woman", "king", "queen", "paris"],
+...                       [[1.0, 0.0, 0.1], [0.0, 1.0, 0.1], [1.0, 0.2, 0.9], [0.1, 1.0, 0.9], [-1.0, -1.0, 0.0]])
+>>> vectors.save("vectors.txt")
 >>> vectors = WordVectors.load("vectors.txt")
->>> vectors.most_similar("paris", top_n=3)
-[('london', 0.81), ('berlin', 0.79), ('rome', 0.77)]
->>> vectors.analogy("man", "king", "woman")
-[('queen', 0.71)]
+>>> [word for word, _ in vectors.most_similar("king", top_n=2)]
+['man', 'queen']
+>>> [word for word, _ in vectors.analogy("man", "king", "woman")]
+['queen']
 """
 
 from __future__ import annotations
@@ -300,7 +303,8 @@ class WordVectors:
         the mean of the rows of its WordPiece pieces (`kmlm.wordvec.from_mlm.static_vectors`).
 
         Example:
-        >>> vectors = WordVectors.from_masked_lm(kmlm.load_run("runs/demo"), None)
+        (Needs a trained run directory such as `runs/demo`, so not run as a test.)
+        >>> vectors = WordVectors.from_masked_lm(kmlm.load_run("runs/demo"), None)  # doctest: +SKIP
         """
         from kmlm.wordvec.from_mlm import static_vectors
 
@@ -312,7 +316,8 @@ class WordVectors:
         occurrences in `documents`; `options` as `kmlm.wordvec.from_mlm.contextual_vectors`.
 
         Example:
-        >>> vectors = WordVectors.contextual(kmlm.load_run("runs/demo"), None, ["a text", "more text"])
+        (Needs a trained run directory such as `runs/demo`, so not run as a test.)
+        >>> vectors = WordVectors.contextual(kmlm.load_run("runs/demo"), None, ["a text", "more text"])  # doctest: +SKIP
         """
         from kmlm.wordvec.from_mlm import contextual_vectors
 
@@ -381,7 +386,14 @@ def write_vectors_directory(out, vectors, record_file, *, settings, corpus=None,
     vocabulary size and `extra`.
 
     Example:
-    >>> write_vectors_directory("runs/w2v", result.vectors, "word2vec.json", settings=settings, corpus="corpus.txt")
+    >>> import dataclasses
+    >>> @dataclasses.dataclass
+    ... class Settings:
+    ...     dim: int = 2
+    >>> vectors = WordVectors(["a", "b"], [[1.0, 0.0], [0.6, 0.8]], counts=[5, 3])
+    >>> write_vectors_directory("runs/w2v", vectors, "word2vec.json", settings=Settings(), corpus="corpus.txt")
+    >>> sorted(os.listdir("runs/w2v"))
+    ['vectors.txt', 'vocab.txt', 'word2vec.json']
     """
     os.makedirs(out, exist_ok=True)
     vectors.save(os.path.join(out, VECTORS_FILE), format=format)

@@ -14,9 +14,10 @@ Randomness is stateless and seeded by the chunk/batch index, so a seed gives the
 examples on every run.
 
 Example:
->>> settings = Word2VecSettings(model="skipgram", dim=50, window=5, negatives=5, epochs=3)
->>> result = train_word2vec(load_documents("corpus.txt"), settings)
->>> result.vectors.most_similar("king", top_n=3)
+(Trains on a corpus file, so not run as a test; tests/wordvec trains on small text.)
+>>> settings = Word2VecSettings(model="skipgram", dim=50, window=5, negatives=5, epochs=3)  # doctest: +SKIP
+>>> result = train_word2vec(load_documents("corpus.txt"), settings)  # doctest: +SKIP
+>>> result.vectors.most_similar("king", top_n=3)  # doctest: +SKIP
 """
 
 from __future__ import annotations

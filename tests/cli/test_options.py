@@ -22,8 +22,8 @@ def test_positive_int_accepts_integers_from_one():
 @pytest.mark.parametrize("text, message", [
     ("0", "0 is not a positive integer"),
     ("-3", "-3 is not a positive integer"),
-    ("x", "invalid _positive_int value: 'x'"),  # the words of `kmlm` before the type became public
-    ("1.5", "invalid _positive_int value: '1.5'"),
+    ("x", "'x' is not a positive integer"),
+    ("1.5", "'1.5' is not a positive integer"),
 ])
 def test_positive_int_names_the_bad_value(text, message):
     with pytest.raises(argparse.ArgumentTypeError) as error:
