@@ -6,7 +6,21 @@ import tensorflow as tf
 from kmlm.pipelines import make_tokenizer, never_predicted, special_ids
 
 
-class FillMask:
+class MaskedLMPredictor:
+    """What every predictor over a masked-LM model holds: the model, its vocabulary, the
+    in-graph tokenizer, the special ids, the longest input and the ids never predicted
+    (`kmlm.pipelines.never_predicted`). `FillMask` and `MaskFillingGenerator` build on it."""
+
+    def __init__(self, model, vocabulary, lowercase=True, max_length=512):
+        self.model = model
+        self.vocabulary = list(vocabulary)
+        self.tokenizer = make_tokenizer(self.vocabulary, lowercase=lowercase)
+        self.ids = special_ids(self.vocabulary)
+        self.max_length = int(max_length)
+        self.never_predicted = never_predicted(self.vocabulary)
+
+
+class FillMask(MaskedLMPredictor):
     """Predicts the tokens behind `[MASK]` with a trained `MaskedLMModel`.
 
     Special and reserved tokens (`kmlm.pipelines.never_predicted`) are never proposed; scores
@@ -27,14 +41,6 @@ class FillMask:
     >>> sorted(p["token"] for p in fill_mask("the cat [MASK] on", top_k=10)[0]["predictions"])
     ['cat', 'on', 'sat', 'the']
     """
-
-    def __init__(self, model, vocabulary, lowercase=True, max_length=512):
-        self.model = model
-        self.vocabulary = list(vocabulary)
-        self.tokenizer = make_tokenizer(self.vocabulary, lowercase=lowercase)
-        self.ids = special_ids(self.vocabulary)
-        self.max_length = int(max_length)
-        self._never_predicted = never_predicted(self.vocabulary)
 
     def __call__(self, text, top_k=5):
         """Returns, for each [MASK] in `text`, a dict with `position` (token index in the
@@ -57,10 +63,10 @@ class FillMask:
             "mask_positions": tf.constant([positions], tf.int32),
         }
         logits = self.model(features, training=False).numpy()[0].astype(np.float64)
-        logits[:, self._never_predicted] = -np.inf
+        logits[:, self.never_predicted] = -np.inf
         probabilities = np.exp(logits - logits.max(-1, keepdims=True))
         probabilities /= probabilities.sum(-1, keepdims=True)
-        k = min(top_k, int((~self._never_predicted).sum()))
+        k = min(top_k, int((~self.never_predicted).sum()))
         results = []
         for slot, position in enumerate(positions):
             best = np.argsort(-probabilities[slot], kind="stable")[:k]

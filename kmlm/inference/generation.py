@@ -21,8 +21,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from kmlm.inference.fill_mask import join_wordpieces, text_pieces
-from kmlm.pipelines import make_tokenizer, never_predicted, special_ids
+from kmlm.inference.fill_mask import MaskedLMPredictor, join_wordpieces, text_pieces
 
 GENERATION_METHODS = ("mask-predict", "gibbs")
 DEFAULT_ITERATIONS = {"mask-predict": 10, "gibbs": 4}
@@ -48,7 +47,7 @@ class Generation:
         return dataclasses.asdict(self)
 
 
-class MaskFillingGenerator:
+class MaskFillingGenerator(MaskedLMPredictor):
     """Generates text with a `MaskedLMModel` by iterative mask filling.
 
     Args:
@@ -69,13 +68,8 @@ class MaskFillingGenerator:
     """
 
     def __init__(self, model, vocabulary, lowercase=True, max_length=512):
-        self.model = model
-        self.vocabulary = list(vocabulary)
-        self.tokenizer = make_tokenizer(self.vocabulary, lowercase=lowercase)
-        self.ids = special_ids(self.vocabulary)
-        self.max_length = int(max_length)
-        self.forbidden = never_predicted(self.vocabulary)
-        if self.forbidden.all():
+        super().__init__(model, vocabulary, lowercase=lowercase, max_length=max_length)
+        if self.never_predicted.all():
             raise ValueError("the vocabulary has no ordinary tokens to generate")
 
         @tf.function(reduce_retracing=True, autograph=False)
@@ -95,7 +89,7 @@ class MaskFillingGenerator:
         self._calls += 1
         logits = self._logits_at(np.asarray(token_ids, np.int32), np.asarray(positions, np.int32)).numpy()
         logits = logits.astype(np.float64)
-        logits[:, self.forbidden] = -np.inf
+        logits[:, self.never_predicted] = -np.inf
         return logits
 
     def _draw(self, logits, rng, top_k, temperature):
@@ -107,7 +101,7 @@ class MaskFillingGenerator:
             if temperature == 0:
                 chosen[row] = int(np.argmax(scores))
                 continue
-            allowed = int((~self.forbidden).sum())
+            allowed = int((~self.never_predicted).sum())
             k = allowed if not top_k else min(top_k, allowed)
             candidates = np.argsort(-scores, kind="stable")[:k]
             tempered = scores[candidates] / temperature
