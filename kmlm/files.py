@@ -1,8 +1,10 @@
-"""Atomic file writes: every file kmlm writes appears whole or not at all.
+"""Atomic file writes: a file written through these functions appears whole or not at all.
 
 A file is written under a temporary name in its own directory and renamed into place
 (`os.replace` is atomic on POSIX), so a kill at any moment leaves either the previous file
-or the new one, never a file that looks complete but is not.
+or the new one, never a file that looks complete but is not. Run directories (config.json,
+model.keras, checkpoints, evaluation.json, task.json) and word-vector folders are written
+this way.
 """
 
 import json

@@ -189,6 +189,24 @@ class RunConfig:
             values["kmlm_version"] = self.kmlm_version
         return values
 
+    def differences(self, other):
+        """The settings that differ between this record and `other`, as "section.key: this vs
+        other" lines, sorted; the kmlm version that wrote each is not a setting and is left out.
+
+        Example:
+        >>> first = RunConfig.from_dict({"model": {"vocabulary_size": 100}, "data": {"mask_rate": 0.15}})
+        >>> second = RunConfig.from_dict({"model": {"vocabulary_size": 100}, "data": {"mask_rate": 0.3}})
+        >>> first.differences(second)
+        ['data.mask_rate: 0.15 vs 0.3', 'data.max_predictions: 24 vs 40']
+        """
+        mine, theirs = _flat(self.to_dict()), _flat(other.to_dict())
+        missing = object()
+        return sorted(
+            f"{key}: {mine.get(key)!r} vs {theirs.get(key)!r}"
+            for key in set(mine) | set(theirs)
+            if key != "kmlm_version" and mine.get(key, missing) != theirs.get(key, missing)
+        )
+
     def write(self, path):
         """Writes `path`/config.json atomically (sorted keys, two-space indents)."""
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -342,3 +360,14 @@ def load_model_safely(model_path, compile=False):
                 "runs; kmlm writes no such models, so do not trust this file"
             ) from None
         raise ValueError(f"{model_path!r} is not a readable Keras model ({type(error).__name__}: {first[:200]}); {corrupted}") from None
+
+
+def _flat(values, prefix=""):
+    """{"data": {"seq_len": 128}} -> {"data.seq_len": 128}."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat

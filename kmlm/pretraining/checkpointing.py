@@ -12,6 +12,7 @@ import keras
 
 from kmlm.files import replace_atomically, write_json_atomically
 
+
 class AtomicBackupAndRestore(keras.callbacks.Callback):
     """`BackupAndRestore` whose backup survives a kill at any moment.
 

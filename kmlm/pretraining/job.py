@@ -172,15 +172,16 @@ class PretrainingJob:
         """Writes vocab.txt and config.json of a new run, or checks that a resumed one matches."""
         record = run_record(self.settings, self.objective, len(vocabulary))
         if previous is not None:
-            if previous != record:
+            differences = previous.differences(record)
+            if differences:
                 raise ValueError(
-                    f"{self.out!r} holds an unfinished run with different settings; re-run it with its own "
-                    "settings to resume, or choose a new --out"
+                    f"{self.out!r} holds an unfinished run with different settings ({'; '.join(differences)}, "
+                    "the run's vs now); re-run it with its own settings to resume, or choose a new --out"
                 )
             self.log(f"resuming the unfinished run in {self.out}")
         elif self.chief:
             os.makedirs(self.out, exist_ok=True)
-            save_vocabulary(vocabulary, self.path(rd.VOCAB_FILE))
+            replace_atomically(self.path(rd.VOCAB_FILE), lambda tmp: save_vocabulary(vocabulary, tmp))
             record.write(self.out)
         return record
 

@@ -488,6 +488,6 @@ def _write_task_directory(job, saved, info, result):
     its presence marks a finished model."""
     record = dataclasses.asdict(info)
     record.update(source_run=os.path.abspath(job.run_dir), settings=dataclasses.asdict(job.settings), metrics=result)
-    save_vocabulary(job.run.vocabulary, os.path.join(job.out, VOCAB_FILE))
+    replace_atomically(os.path.join(job.out, VOCAB_FILE), lambda tmp: save_vocabulary(job.run.vocabulary, tmp))
     replace_atomically(os.path.join(job.out, MODEL_FILE), saved.save)
     write_json_atomically(os.path.join(job.out, TASK_FILE), record)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from kmlm.pipelines import SPECIAL_TOKENS, make_tokenizer, resolve_vocabulary, special_ids
+from kmlm.pipelines import is_never_predicted, make_tokenizer, resolve_vocabulary, special_ids
 from kmlm.statistics import principal_components
 from kmlm.wordvec.vectors import WordVectors
 
@@ -70,7 +70,7 @@ def static_vectors(model, vocabulary, *, words=None, lowercase=True):
     vocabulary = resolve_vocabulary(vocabulary)
     table = np.asarray(_encoder_of(model).embedding.token_embeddings)
     if words is None:
-        words = [t for t in vocabulary if t not in SPECIAL_TOKENS and not t.startswith("##") and t.strip()]
+        words = [t for t in vocabulary if not is_never_predicted(t) and not t.startswith("##") and t.strip()]
     tokenizer = make_tokenizer(vocabulary, lowercase=lowercase)
     unk = vocabulary.index("[UNK]")
     kept, rows = [], []
@@ -232,7 +232,7 @@ def embedding_table_from_vectors(vectors, vocabulary, table, lowercase=True):
         raise ValueError(f"the embedding table has {table.shape[0]} rows for {len(vocabulary)} vocabulary tokens")
     rows, sources = [], []
     for token_id, token in enumerate(vocabulary):
-        if token in SPECIAL_TOKENS or token.startswith("##"):
+        if is_never_predicted(token) or token.startswith("##"):
             continue
         word = token if token in vectors else token.lower() if lowercase and token.lower() in vectors else None
         if word is not None:

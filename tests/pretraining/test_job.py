@@ -16,9 +16,15 @@ from tests.helpers import write_corpus
 from tests.pretraining.test_sentence_pairs import VOCABULARY, toy_corpus
 
 DIFFERENT = (
-    "{out!r} holds an unfinished run with different settings; re-run it with its own settings to resume, "
-    "or choose a new --out"
+    "{out!r} holds an unfinished run with different settings ({differences}, the run's vs now); re-run it "
+    "with its own settings to resume, or choose a new --out"
 )
+CHANGED = {
+    "mask_rate": "data.mask_rate: 0.15 vs 0.2",
+    "objective": None,  # several keys: checked below
+    "steps": "training.steps: 4 vs 6; training.steps_per_epoch: 2 vs 3; training.total_steps: 4 vs 6",
+    "lowercase": "data.lowercase: True vs False",
+}
 
 
 def _settings(tmp_path, **changes):
@@ -49,8 +55,20 @@ def test_an_unfinished_run_is_not_resumed_with_other_settings(tmp_path, change):
     assert RunConfig.read(out) == record  # what lets the same settings resume
     with pytest.raises(ValueError) as error:
         pretrain(out, dataclasses.replace(settings, **change), verbose=0)
-    assert str(error.value) == DIFFERENT.format(out=out)
+    key = next(iter(change))
+    if CHANGED[key] is not None:
+        assert str(error.value) == DIFFERENT.format(out=out, differences=CHANGED[key])
+    else:
+        assert str(error.value).startswith(f"{out!r} holds an unfinished run with different settings (")
+        assert f"training.objective: 'mlm+sop' vs " in str(error.value) or "heads." in str(error.value)
     assert sorted(os.listdir(out)) == ["config.json", "vocab.txt"]  # nothing trained, nothing written
+
+
+def test_the_kmlm_version_alone_does_not_block_a_resume(tmp_path):
+    settings = _settings(tmp_path)
+    record = run_record(settings, objective_for(settings), len(VOCABULARY))
+    assert record.differences(dataclasses.replace(record, kmlm_version="0.0.1")) == []
+    assert record.differences(dataclasses.replace(record, kmlm_version=None)) == []
 
 
 def test_a_finished_run_and_a_foreign_directory_are_refused(tmp_path):

@@ -267,3 +267,12 @@ def test_vectors_directory_is_written_whole(vectors, tmp_path):
     assert (out / "vocab.txt").read_text(encoding="utf-8").splitlines()[0] == "king 60"
     assert json.loads((out / "record.json").read_text()) == {"corpus": "c.txt", "settings": {"dim": 3},
                                                              "vocabulary_size": 6, "loss": [1.0]}
+
+
+def test_vectors_from_a_masked_lm_leave_out_reserved_tokens():
+    from kmlm.wordvec.from_mlm import static_vectors
+    from tests.tiny_run import VOCABULARY, WORDS, tiny_model
+
+    vectors = static_vectors(tiny_model(), VOCABULARY)
+    assert "[unused0]" in VOCABULARY and "[unused0]" not in vectors.words
+    assert vectors.words == [word for word in WORDS if not word.startswith("##")]
