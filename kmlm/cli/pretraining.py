@@ -64,10 +64,16 @@ def add_pretrain_command(commands):
 
 
 def _add_model_size_options(parser):
-    """Model size: a preset, and overrides of its dimensions."""
+    """Model size: a preset, overrides of its dimensions, its dropout and LayerNorm placement."""
     parser.add_argument("--preset", default="mini", help="model size: tiny, mini, small, medium, base, large")
     for flag, meaning in MODEL_SIZE_OVERRIDES:
         parser.add_argument(flag, type=positive_int, default=None, help=f"override the preset's {meaning}")
+    parser.add_argument("--dropout", type=float, default=None, metavar="RATE",
+                        help="override the preset's dropout (0.1) of the embeddings, feed-forward and "
+                             "attention weights; in [0, 1)")
+    parser.add_argument("--norm", choices=("post", "pre"), default=None,
+                        help="override the preset's LayerNorm placement (post: after each residual sum, "
+                             "as BERT; pre: before each sublayer)")
 
 
 def _add_row_and_masking_options(parser):
@@ -173,11 +179,7 @@ def _pretrain_settings(args):
         weight_decay=args.weight_decay, precision=args.precision, jit_compile=not args.no_jit, seed=args.seed,
         eval_batches=args.eval_batches, log_points=args.log_points, distribution=args.distribution,
         data_service=args.data_service, init_embeddings=args.init_embeddings, objective=args.objective,
-        model_overrides={
-            key: getattr(args, key)
-            for key in ("num_layers", "hidden_dim", "num_heads", "intermediate_dim")
-            if getattr(args, key) is not None
-        },
+        model_overrides=model_overrides(args),
     )
     settings.validate()
     return settings
@@ -227,3 +229,17 @@ def _evaluate(args):
 
 # Subcommand name -> the function that adds it, in the group's order.
 COMMANDS = {"vocab": add_vocab_command, "pretrain": add_pretrain_command, "evaluate": add_evaluate_command}
+
+
+def model_overrides(args):
+    """The ModelConfig fields the command line sets (the preset keeps the rest)."""
+    overrides = {
+        key: getattr(args, key)
+        for key in ("num_layers", "hidden_dim", "num_heads", "intermediate_dim")
+        if getattr(args, key) is not None
+    }
+    if args.dropout is not None:
+        overrides.update(dropout=args.dropout, attention_dropout=args.dropout)
+    if args.norm is not None:
+        overrides["norm_first"] = args.norm == "pre"
+    return overrides

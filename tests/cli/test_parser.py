@@ -118,3 +118,26 @@ def test_every_name_the_commands_import_exists():
         if not hasattr(imported, name) and not is_submodule:
             missing.append(f"kmlm/cli/{file}:{line}: {module} has no {name}")
     assert not missing, "\n".join(missing)
+
+
+@pytest.mark.parametrize("argv, overrides", [
+    ([], {}),
+    (["--dropout", "0"], {"dropout": 0.0, "attention_dropout": 0.0}),
+    (["--norm", "pre", "--hidden-dim", "64"], {"norm_first": True, "hidden_dim": 64}),
+    (["--norm", "post"], {"norm_first": False}),
+])
+def test_pretrain_model_flags_become_model_config_overrides(argv, overrides):
+    from kmlm.config import ModelConfig
+
+    args = build_parser().parse_args(["pretrain", "--out", "run", *argv])
+    assert pretraining.model_overrides(args) == overrides
+    config = ModelConfig.from_preset("tiny", vocabulary_size=100, **overrides)
+    assert config.norm_first == overrides.get("norm_first", False)
+    assert config.dropout == overrides.get("dropout", 0.1)
+
+
+def test_pretrain_refuses_a_dropout_outside_zero_to_one(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["pretrain", "--dropout", "1.5", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == "kmlm pretrain: error: dropout=1.5 is outside [0, 1)"
+    assert not out.exists()
