@@ -59,3 +59,21 @@ def write_text_atomically(path, text):
             os.fsync(file.fileno())
 
     replace_atomically(path, write)
+
+
+def read_json(path):
+    """The JSON value in the UTF-8 file `path`; one clear line when it is not valid JSON.
+
+    Example:
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "config.json")
+    >>> write_json_atomically(path, {"seq_len": 128})
+    >>> read_json(path)
+    {'seq_len': 128}
+    """
+    with open(path, encoding="utf-8") as file:
+        try:
+            return json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path!r} is not valid JSON ({error})") from None
+

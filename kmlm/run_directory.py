@@ -26,7 +26,7 @@ import keras
 
 from kmlm import __version__
 from kmlm.config import ModelConfig
-from kmlm.files import replace_atomically, write_text_atomically
+from kmlm.files import read_json, replace_atomically, write_text_atomically
 from kmlm.model import MaskedLMModel  # noqa: F401  (registers the classes load_model needs)
 from kmlm.training import GlobalClipAdamW  # noqa: F401  (registers the optimizer, for compile=True)
 from kmlm.pipelines import load_vocabulary, max_predictions_for
@@ -221,11 +221,7 @@ class RunConfig:
         config_path = os.path.join(path, CONFIG_FILE)
         if not os.path.isfile(config_path):
             raise ValueError(f"{path!r} is not a kmlm run directory (no {CONFIG_FILE}); pass the --out of a `kmlm pretrain` run")
-        with open(config_path, encoding="utf-8") as f:
-            try:
-                values = json.load(f)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{config_path!r} is not valid JSON ({error})") from None
+        values = read_json(config_path)
         if isinstance(values, dict):
             _check_version(config_path, values.get("kmlm_version"))
         return cls.from_dict(values, repr(config_path))

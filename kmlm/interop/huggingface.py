@@ -24,7 +24,7 @@ import numpy as np
 
 from kmlm import run_directory as rd
 from kmlm.config import ModelConfig
-from kmlm.files import replace_atomically
+from kmlm.files import read_json, replace_atomically
 
 # Hugging Face `hidden_act` values and the kmlm activation computing the same function.
 ACTIVATION_NAMES = {
@@ -57,11 +57,7 @@ def read_hf_config(hf_dir):
     path = os.path.join(hf_dir, "config.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{hf_dir!r} has no config.json; pass a Hugging Face model directory")
-    with open(path, encoding="utf-8") as f:
-        try:
-            config = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path!r} is not valid JSON ({error})") from None
+    config = read_json(path)
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
