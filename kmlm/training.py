@@ -3,46 +3,79 @@ the stop on a non-finite loss and the `model.fit` wrapper for tf.data input."""
 
 import contextlib
 import math
+import os
 import threading
+import time
 import warnings
 
 import keras
 import tensorflow as tf
 from keras import ops
 
+from kmlm.files import read_json, write_json_atomically
+
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 NO_DECAY_NAMES = ("gamma", "beta", "bias")
 
 
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+def schedule_factor(progress, warmup, shape="linear"):
+    """The learning rate as a fraction of its peak at `progress` (0 to 1) through a run.
+
+    A linear rise over the first `warmup` of the run, then `shape`: "linear" falls to 0 at
+    the end, "cosine" falls along a half cosine to 0 at the end, "constant" stays at the peak.
+    Works on floats and on tensors (the step schedule and the time-budget callback share it).
+
+    Example:
+    >>> [round(float(schedule_factor(p, 0.1)), 4) for p in (0.0, 0.05, 0.1, 0.55, 1.0)]
+    [0.0, 0.5, 1.0, 0.5, 0.0]
+    >>> round(float(schedule_factor(0.55, 0.1, "cosine")), 4), float(schedule_factor(0.9, 0.1, "constant"))
+    (0.5, 1.0)
+    """
+    if shape not in SCHEDULES:
+        raise ValueError(f"unknown schedule {shape!r}; choose one of {', '.join(SCHEDULES)}")
+    progress = ops.clip(ops.cast(progress, "float32"), 0.0, 1.0)
+    rising = progress / max(float(warmup), 1e-9)
+    remaining = ops.clip((progress - warmup) / max(1.0 - float(warmup), 1e-9), 0.0, 1.0)
+    if shape == "linear":
+        falling = 1.0 - remaining
+    elif shape == "cosine":
+        falling = 0.5 * (1.0 + ops.cos(math.pi * remaining))
+    else:
+        falling = ops.ones_like(remaining)
+    return ops.where(progress < warmup, rising, ops.minimum(falling, 1.0))
+
+
 @keras.saving.register_keras_serializable(package="kmlm")
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to `peak_learning_rate`, then linear decay to 0 at `total_steps`.
+    """Linear warmup from 0 to `peak_learning_rate` over `warmup_steps`, then a fall to 0 at
+    `total_steps`: linear (the default), cosine, or none ("constant"); see `schedule_factor`.
 
     Example:
     >>> schedule = WarmupLinearDecay(1e-3, warmup_steps=10, total_steps=100)
-    >>> round(float(schedule(5)), 6)
-    0.0005
+    >>> round(float(schedule(5)), 6), round(float(schedule(55)), 6), float(schedule(100))
+    (0.0005, 0.0005, 0.0)
     """
 
-    def __init__(self, peak_learning_rate, warmup_steps, total_steps):
+    def __init__(self, peak_learning_rate, warmup_steps, total_steps, shape="linear"):
         self.peak_learning_rate = float(peak_learning_rate)
         self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)
+        self.shape = shape
 
     def __call__(self, step):
-        step = ops.cast(step, "float32")
-        warmup = ops.maximum(float(self.warmup_steps), 1.0)
-        decay_span = ops.maximum(float(self.total_steps - self.warmup_steps), 1.0)
-        rising = step / warmup
-        falling = ops.maximum(0.0, (float(self.total_steps) - step) / decay_span)
-        factor = ops.where(step < float(self.warmup_steps), rising, falling)
-        return self.peak_learning_rate * ops.minimum(factor, 1.0)
+        total = float(max(self.total_steps, 1))
+        factor = schedule_factor(ops.cast(step, "float32") / total, self.warmup_steps / total, self.shape)
+        return self.peak_learning_rate * factor
 
     def get_config(self):
         return {
             "peak_learning_rate": self.peak_learning_rate,
             "warmup_steps": self.warmup_steps,
             "total_steps": self.total_steps,
+            "shape": self.shape,
         }
 
 
@@ -157,15 +190,23 @@ def masked_lm_loss():
     return MaskedLMLoss()
 
 
-def make_optimizer(learning_rate=5e-4, total_steps=10_000, warmup_steps=None, weight_decay=0.01, clipnorm=1.0):
-    """AdamW with linear warmup/decay, global-norm clipping and no decay on LayerNorm/biases."""
-    if total_steps < 1:
-        raise ValueError(f"total_steps={total_steps} must be at least 1")
-    if warmup_steps is None:
-        warmup_steps = max(1, total_steps // 10)
-    schedule = WarmupLinearDecay(learning_rate, warmup_steps, total_steps)
+def make_optimizer(learning_rate=5e-4, total_steps=10_000, warmup_steps=None, weight_decay=0.01, clipnorm=1.0,
+                   schedule="linear"):
+    """AdamW with a warmup/decay schedule, global-norm clipping and no decay on LayerNorm/biases.
+
+    `total_steps=None` leaves the learning rate a plain variable for a `TimeBudget` callback
+    to set at every step (a schedule that follows elapsed time rather than steps).
+    """
+    if total_steps is None:
+        rate = float(learning_rate)
+    else:
+        if total_steps < 1:
+            raise ValueError(f"total_steps={total_steps} must be at least 1")
+        if warmup_steps is None:
+            warmup_steps = max(1, total_steps // 10)
+        rate = WarmupLinearDecay(learning_rate, warmup_steps, total_steps, shape=schedule)
     optimizer = GlobalClipAdamW(
-        learning_rate=schedule,
+        learning_rate=rate,
         weight_decay=weight_decay,
         beta_1=0.9,
         beta_2=0.98,
@@ -186,14 +227,17 @@ def compile_for_pretraining(
     clipnorm=1.0,
     jit_compile=True,
     steps_per_execution=1,
+    schedule="linear",
 ):
     """Compiles a `MaskedLMModel` for `model.fit` on `kmlm.pipelines.mlm_dataset` batches.
 
     Args:
         model: a model from `kmlm.build_mlm_model`.
         learning_rate: peak learning rate after warmup.
-        total_steps: steps of the linear decay (the length of the run).
+        total_steps: steps of the schedule (the length of the run); None for a learning rate
+            that a `TimeBudget` callback sets.
         warmup_steps: warmup length; default 10% of `total_steps`.
+        schedule: what follows the warmup: "linear", "cosine" or "constant" (`SCHEDULES`).
         weight_decay: AdamW decoupled weight decay (not applied to LayerNorm or biases).
         clipnorm: global gradient-norm clip.
         jit_compile: compile the train step with XLA.
@@ -215,7 +259,7 @@ def compile_for_pretraining(
     `model.fit(dataset, steps_per_epoch=100, epochs=10)`.
     """
     model.compile(
-        optimizer=make_optimizer(learning_rate, total_steps, warmup_steps, weight_decay, clipnorm),
+        optimizer=make_optimizer(learning_rate, total_steps, warmup_steps, weight_decay, clipnorm, schedule),
         loss=masked_lm_loss(),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy"), MaskedPerplexity()],
         jit_compile=jit_compile,
@@ -260,6 +304,120 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"training stopped at step {step}: the loss became {loss}; the last good checkpoint is "
                 f"{self.checkpoint()}; lower --learning-rate or use --precision float32"
             )
+
+
+class TrainingClock(keras.callbacks.Callback):
+    """Times the training of a run, records it, and under a time budget drives the schedule.
+
+    The clock starts when the first step of this process has finished (that step traces and
+    XLA-compiles the train step, which is start-up rather than training) and pauses while
+    `fit` validates. After every epoch it writes the steps reached and the training seconds
+    so far to `progress_path` (atomically), under the epoch's number, so that a resumed run
+    can count the time its earlier part spent (`spent_seconds`).
+
+    With `budget_seconds` it also sets the optimizer's learning rate before every step from the
+    share of the budget spent (`schedule_factor` over time, with `warmup` a share of the
+    budget) and stops training at the first step that ends past the budget. The optimizer's
+    learning rate must then be a plain variable (`make_optimizer(total_steps=None)`).
+
+    Example:
+    >>> clock = TrainingClock(budget_seconds=60.0, peak_learning_rate=1e-3, warmup=0.1)
+    >>> clock.learning_rate(6.0), clock.learning_rate(33.0), clock.learning_rate(60.0)
+    (0.001, 0.0005, 0.0)
+    """
+
+    def __init__(self, progress_path=None, budget_seconds=None, peak_learning_rate=None, warmup=0.1,
+                 schedule="linear", spent_seconds=0.0, extra=None):
+        super().__init__()
+        self.progress_path = progress_path
+        self.budget_seconds = budget_seconds
+        self.peak_learning_rate = peak_learning_rate
+        self.warmup = warmup
+        self.schedule = schedule
+        self.spent_seconds = float(spent_seconds)
+        self.extra = {} if extra is None else extra  # shared: the caller may add to it later
+        self.startup_seconds = None
+        self._started = None
+        self._paused_at = None
+        self._fit_began = None
+        self.epochs = {}
+
+    def learning_rate(self, elapsed):
+        """The learning rate after `elapsed` seconds of training under the budget."""
+        factor = float(schedule_factor(elapsed / self.budget_seconds, self.warmup, self.schedule))
+        return round(self.peak_learning_rate * factor, 9)
+
+    def elapsed(self):
+        """Training seconds so far, the earlier part of a resumed run included."""
+        if self._started is None:
+            return self.spent_seconds
+        now = self._paused_at if self._paused_at is not None else time.perf_counter()
+        return self.spent_seconds + now - self._started
+
+    @property
+    def steps(self):
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_begin(self, logs=None):
+        self._fit_began = time.perf_counter()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.budget_seconds is not None:
+            self.model.optimizer.learning_rate = self.learning_rate(self.elapsed())
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._started is None:
+            self._started = time.perf_counter()
+            self.startup_seconds = self._started - self._fit_began
+        if self.budget_seconds is not None and self.elapsed() >= self.budget_seconds:
+            self.model.stop_training = True
+
+    def on_test_begin(self, logs=None):
+        if self._started is not None and self._paused_at is None:
+            self._paused_at = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        if self._paused_at is not None:
+            self._started += time.perf_counter() - self._paused_at
+            self._paused_at = None
+
+    def on_train_end(self, logs=None):
+        if self._started is not None and self._paused_at is None:
+            self._paused_at = time.perf_counter()  # the clock stops with training
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs[str(epoch + 1)] = {"steps": self.steps, "train_seconds": round(self.elapsed(), 3)}
+        self.write()
+
+    def record(self):
+        """What `progress_path` holds: the steps reached, the training seconds, the budget, and
+        the same per finished epoch."""
+        values = {"steps": self.steps, "train_seconds": round(self.elapsed(), 3),
+                  "budget_seconds": self.budget_seconds, **self.extra}
+        if self.startup_seconds is not None:
+            values["first_step_seconds"] = round(self.startup_seconds, 3)
+        values["epochs"] = {**read_progress(self.progress_path).get("epochs", {}), **self.epochs}
+        return values
+
+    def write(self, **extra):
+        """Writes `record()` (and `extra`) to `progress_path`."""
+        self.extra.update(extra)
+        if self.progress_path:
+            write_json_atomically(self.progress_path, self.record())
+
+
+def read_progress(path):
+    """The progress file a `TrainingClock` wrote, or {} when there is none."""
+    if not path or not os.path.isfile(path):
+        return {}
+    return read_json(path)
+
+
+def spent_seconds(path, epoch):
+    """Training seconds a run had spent when it finished `epoch` (0 when it has no record of it)."""
+    if not epoch:
+        return 0.0
+    return float(read_progress(path).get("epochs", {}).get(str(epoch), {}).get("train_seconds", 0.0))
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 reports a bad command line in one line, argument types and the options several commands take."""
 
 import argparse
+import math
 
 CORPUS_HELP = (
     "text corpus: a file, directory or glob of UTF-8 .txt/.gz files (documents separated by "
@@ -30,6 +31,17 @@ def positive_int(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def positive_float(text):
+    """Argument type: a finite number > 0, e.g. `--time-budget 8`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
     return value
 
 

@@ -17,10 +17,12 @@ from kmlm.cli.options import (
     add_one_per_line_option,
     add_quiet_option,
     add_subcommands,
+    positive_float,
     positive_int,
 )
 
 STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
+SCHEDULES = ("linear", "cosine", "constant")
 MODEL_SIZE_OVERRIDES = (("--num-layers", "encoder blocks"), ("--hidden-dim", "hidden size"),
                         ("--num-heads", "attention heads"), ("--intermediate-dim", "feed-forward width"))
 
@@ -78,7 +80,14 @@ def _add_model_size_options(parser):
 
 def _add_row_and_masking_options(parser):
     """Steps, the [B, S] shape of a batch, and what is masked."""
-    parser.add_argument("--steps", type=positive_int, default=1000, help="training steps (rounded up to whole epochs)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=positive_int, default=None,
+                        help="training steps (default 1000; rounded up to whole epochs)")
+    length.add_argument("--time-budget", type=positive_float, default=None, metavar="MINUTES",
+                        help="train for this many minutes of wall-clock time instead of a step count: the "
+                             "learning-rate schedule follows the time and ends at 0 when it is spent (start-up, "
+                             "vocabulary and final evaluation are outside it); a re-run resumes with the time "
+                             "already spent")
     parser.add_argument("--seq-len", type=positive_int, default=128, help="tokens per row S")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="rows per batch B")
     parser.add_argument("--masking", choices=("token", "whole_word", "span"), default="token",
@@ -98,7 +107,13 @@ def _add_vocabulary_options(parser):
 def _add_optimisation_options(parser):
     """The optimizer, precision, XLA and the seed."""
     parser.add_argument("--learning-rate", type=float, default=5e-4, help="peak learning rate")
-    parser.add_argument("--warmup-steps", type=int, default=None, help="linear warmup steps (default: 10%% of --steps)")
+    parser.add_argument("--schedule", dest="lr_schedule", choices=SCHEDULES, default="linear",
+                        help="learning rate after the warmup: linear or cosine fall to 0 at the end of the run "
+                             "(its steps or its --time-budget), or constant")
+    parser.add_argument("--warmup", type=float, default=0.1, metavar="SHARE",
+                        help="linear warmup over this share of the run (steps or time), in [0, 1)")
+    parser.add_argument("--warmup-steps", type=int, default=None,
+                        help="linear warmup over this many steps instead (with --steps only)")
     parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     parser.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"), default="float32",
                         help="compute precision (softmax, LayerNorm and loss stay float32)")
@@ -176,6 +191,7 @@ def _pretrain_settings(args):
         seq_len=args.seq_len, batch_size=args.batch_size, masking=args.masking, mask_rate=args.mask_rate,
         vocab=args.vocab, vocab_size=args.vocab_size, vocab_method=args.vocab_method, lowercase=not args.cased,
         packing=not args.no_packing, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
+        warmup=args.warmup, lr_schedule=args.lr_schedule, time_budget=args.time_budget,
         weight_decay=args.weight_decay, precision=args.precision, jit_compile=not args.no_jit, seed=args.seed,
         eval_batches=args.eval_batches, log_points=args.log_points, distribution=args.distribution,
         data_service=args.data_service, init_embeddings=args.init_embeddings, objective=args.objective,
@@ -196,7 +212,7 @@ def _pretrain(args):
     start = time.time()
     metrics = pretrain(args.out, settings, verbose=0 if args.quiet else "auto")
     if not metrics:  # a non-chief worker of --strategy multi-worker
-        print(f"worker finished its {settings.steps} steps; the chief worker wrote the run directory {args.out}")
+        print(f"worker finished its {settings.total_steps} steps; the chief worker wrote the run directory {args.out}")
         return
     if "next_sentence_accuracy" in metrics:
         print(f"held-out {args.objective.split('+')[1].upper()} accuracy {metrics['next_sentence_accuracy']:.4f} "

@@ -31,7 +31,14 @@ from kmlm.pretraining.curves import plot_curves
 from kmlm.pretraining.evaluation import eval_dataset, evaluate_masked_lm
 from kmlm.pretraining.objectives import objective_for
 from kmlm.pretraining.settings import PretrainSettings
-from kmlm.training import NonFiniteLossError, StopOnNonFiniteLoss, set_precision, tf_data_fit
+from kmlm.training import (
+    NonFiniteLossError,
+    StopOnNonFiniteLoss,
+    TrainingClock,
+    set_precision,
+    spent_seconds,
+    tf_data_fit,
+)
 
 # The PretrainSettings that config.json records in "data" (besides max_predictions and
 # vocab_method) and in "training" (besides the objective's own keys and the schedule).
@@ -39,7 +46,9 @@ DATA_KEYS = (
     "corpus", "one_per_line", "seq_len", "batch_size", "masking", "mask_rate", "mask_token_rate",
     "random_token_rate", "lowercase", "packing", "eval_fraction",
 )
-TRAINING_KEYS = ("preset", "steps", "learning_rate", "warmup_steps", "weight_decay", "precision", "jit_compile", "seed")
+TRAINING_KEYS = ("preset", "steps", "time_budget", "learning_rate", "lr_schedule", "warmup", "warmup_steps",
+                 "weight_decay", "precision", "jit_compile", "seed")
+PROGRESS_FILE = "progress.json"
 
 
 def pretrain(out, settings=None, verbose=1):
@@ -75,7 +84,9 @@ def run_record(settings, objective, vocabulary_size):
     steps_per_epoch, epochs = settings.schedule()
     data = rd.DataRecord(**{key: getattr(settings, key) for key in DATA_KEYS}, vocab_method=settings.vocabulary_source)
     training = {key: getattr(settings, key) for key in TRAINING_KEYS + objective.recorded_keys}
-    training.update(steps_per_epoch=steps_per_epoch, epochs=epochs, total_steps=steps_per_epoch * epochs)
+    training["steps"] = settings.total_steps
+    total = None if settings.time_budget is not None else steps_per_epoch * epochs
+    training.update(steps_per_epoch=steps_per_epoch, epochs=epochs, total_steps=total)
     if settings.init_embeddings:
         training["init_embeddings"] = settings.init_embeddings
     return rd.RunConfig(model=settings.model_config(vocabulary_size), data=data, training=training,
@@ -118,6 +129,8 @@ class PretrainingJob:
         self.multi_worker = distributed.is_multi_worker(self.strategy)
         self.verbose = verbose if self.chief else 0
         self.steps_per_epoch, self.epochs = settings.schedule()
+        self.timings = {}  # seconds of the work outside training, for progress.json
+        self.clock = None
 
     def path(self, *names):
         return os.path.join(self.out, *names)
@@ -129,6 +142,7 @@ class PretrainingJob:
     def run(self):
         """The job, step by step; returns the held-out metrics."""
         settings = self.settings
+        started = time.perf_counter()
         if self.chief:
             check_writable(self.out)
         stats = CorpusStats()
@@ -146,7 +160,9 @@ class PretrainingJob:
         validation = self.objective.validation_data(record.data, vocabulary, documents, self.verbose)
         model, trainer = self.build(record, vocabulary)
         self.announce(model)
-        seconds = self.fit(trainer, inputs, validation, self.callbacks(start_epoch))
+        callbacks = self.callbacks(start_epoch)
+        self.timings["startup_seconds"] = round(time.perf_counter() - started, 3)
+        seconds = self.fit(trainer, inputs, validation, callbacks)
         if stats.invalid_utf8:
             self.log(f"replaced {stats.invalid_utf8} invalid UTF-8 sequences in the corpus")
         if not self.chief:
@@ -165,6 +181,7 @@ class PretrainingJob:
         vocabulary = learn_vocabulary(
             train_documents, settings.vocab_size, lowercase=settings.lowercase, method=settings.vocab_method
         )
+        self.timings["vocabulary_seconds"] = round(time.time() - start, 3)
         self.log(f"vocabulary: {len(vocabulary)} tokens in {time.time() - start:.1f}s")
         return vocabulary
 
@@ -228,11 +245,13 @@ class PretrainingJob:
                                                  lowercase=settings.lowercase)
                     self.log(f"initialised {rows} token embeddings from {settings.init_embeddings}")
                 trainer = self.objective.trainer(model)
+                total_steps = settings.total_steps and self.steps_per_epoch * self.epochs
                 self.objective.compile(
                     trainer,
                     learning_rate=settings.learning_rate,
-                    total_steps=self.steps_per_epoch * self.epochs,
-                    warmup_steps=settings.warmup_steps,
+                    total_steps=total_steps,  # None: the TrainingClock sets the rate from the time spent
+                    warmup_steps=total_steps and settings.warmup_steps_for(total_steps),
+                    schedule=settings.lr_schedule,
                     weight_decay=settings.weight_decay,
                     jit_compile=settings.jit_compile and distributed.xla_allowed(self.strategy),
                 )
@@ -253,10 +272,19 @@ class PretrainingJob:
             return (f"{checkpoint_path} (step {epoch * self.steps_per_epoch}; re-running resumes from the backup "
                     "of that step)")
 
+        settings = self.settings
+        progress = self.path(PROGRESS_FILE) if self.chief else None
+        # Before the backup: the progress of an epoch is on disk whenever its backup is.
+        self.clock = TrainingClock(progress, settings.budget_seconds, settings.learning_rate, settings.warmup,
+                                   settings.lr_schedule, spent_seconds(self.path(PROGRESS_FILE), start_epoch),
+                                   extra=self.timings)
         callbacks = [
             StopOnNonFiniteLoss(self.steps_per_epoch, last_good_checkpoint),
+            self.clock,
             AtomicBackupAndRestore(self.path(rd.BACKUP_DIR), save=self.chief),
         ]
+        if settings.budget_seconds is not None and self.verbose:
+            callbacks.append(BudgetProgress(self.clock, settings.budget_seconds))
         if self.chief:
             os.makedirs(self.path(rd.CHECKPOINT_DIR), exist_ok=True)
             callbacks += [
@@ -272,7 +300,13 @@ class PretrainingJob:
         if self.settings.jit_compile and not distributed.xla_allowed(strategy):
             self.log(f"XLA is off: a step over {strategy.num_replicas_in_sync} replicas holds cross-replica "
                      "collectives, which XLA does not compile on CPU (Keras turns XLA off under tf.distribute too)")
-        self.log(self.objective.describe(model, self.steps_per_epoch * self.epochs))
+        settings = self.settings
+        if settings.time_budget is not None:
+            length = (f"a {settings.time_budget:g}-minute budget ({settings.lr_schedule} schedule over the time, "
+                      "warmup " f"{settings.warmup:g} of it)")
+        else:
+            length = f"{self.steps_per_epoch * self.epochs} steps"
+        self.log(self.objective.describe(model, length))
 
     def fit(self, trainer, inputs, validation, callbacks):
         """Trains `trainer` for the whole schedule; returns the seconds it took."""
@@ -307,13 +341,37 @@ class PretrainingJob:
         # A kill while saving must not leave a model.keras that looks finished.
         replace_atomically(self.path(rd.MODEL_FILE), model.save)
         plot_curves(self.path(rd.METRICS_FILE), self.path(rd.CURVES_FILE), self.steps_per_epoch)
+        clock = self.clock
+        self.log(f"trained {clock.steps} steps in {clock.elapsed():.0f}s"
+                 + (f" of a {self.settings.budget_seconds:.0f}s budget" if self.settings.time_budget else "")
+                 + f" (outside it: start-up {self.timings['startup_seconds']:.0f}s, first step and XLA compile "
+                 f"{clock.startup_seconds or 0:.0f}s)")
         self.log(self.objective.describe_evaluation(seconds))
+        start = time.perf_counter()
         metrics = evaluate_masked_lm(model, eval_dataset(record.data, vocabulary), max_batches=100,
                                      verbose=1 if self.verbose else 0)
         metrics.update(self.objective.evaluate(trainer))
+        metrics.update(steps=clock.steps, train_seconds=round(clock.elapsed(), 1))
         write_json_atomically(self.path("evaluation.json"), metrics)
+        clock.write(evaluation_seconds=round(time.perf_counter() - start, 3))
         distributed.barrier(self.strategy)
         return metrics
+
+
+class BudgetProgress(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, headed by the time spent of the budget instead of "Epoch 3/1000000"."""
+
+    def __init__(self, clock, budget_seconds):
+        super().__init__()
+        self.clock = clock
+        self.budget_seconds = budget_seconds
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._reset_progbar()
+        self._maybe_init_progbar()
+        if self.verbose:
+            print(f"{self.clock.elapsed() / 60:.1f} of {self.budget_seconds / 60:g} min, step "
+                  f"{self.clock.steps}", flush=True)
 
 
 def check_writable(out):

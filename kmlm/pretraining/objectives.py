@@ -76,11 +76,11 @@ class MaskedLanguageModeling:
         """Compiles `trainer`; `options` are those of `kmlm.training.compile_for_pretraining`."""
         return compile_for_pretraining(trainer, **options)
 
-    def describe(self, model, total_steps):
+    def describe(self, model, length):
         """The line printed before training."""
         settings = self.settings
-        return (f"training {settings.preset} ({model.count_params():,} parameters) for {total_steps} steps "
-                f"of {settings.batch_size}x{settings.seq_len} tokens, {settings.masking} masking at {settings.mask_rate}")
+        return (f"training {settings.preset} ({model.count_params():,} parameters) for {length}, "
+                f"{settings.batch_size}x{settings.seq_len} tokens a step, {settings.masking} masking at {settings.mask_rate}")
 
     def describe_evaluation(self, seconds):
         """The line printed after training, before the held-out evaluation."""
@@ -151,10 +151,10 @@ class SentencePairPrediction(MaskedLanguageModeling):
     def compile(self, trainer, **options):
         return compile_for_sentence_pretraining(trainer, **options)
 
-    def describe(self, model, total_steps):
+    def describe(self, model, length):
         settings = self.settings
-        return (f"training {settings.preset} with masked LM + {self.pair_objective.upper()} for {total_steps} "
-                f"steps of {settings.batch_size}x{settings.seq_len} tokens")
+        return (f"training {settings.preset} with masked LM + {self.pair_objective.upper()} for {length}, "
+                f"{settings.batch_size}x{settings.seq_len} tokens a step")
 
     def describe_evaluation(self, seconds):
         return f"trained in {seconds:.0f}s; evaluating on the held-out split ..."

@@ -7,10 +7,15 @@ import os
 from kmlm.config import ModelConfig
 from kmlm.pipelines import MaskingConfig, check_seq_len
 from kmlm.pretraining import distributed
-from kmlm.training import PRECISIONS
+from kmlm.training import PRECISIONS, SCHEDULES
 
 DISTRIBUTIONS = distributed.STRATEGIES
 OBJECTIVES = ("mlm", "mlm+nsp", "mlm+sop")
+DEFAULT_STEPS = 1000
+# Under --time-budget the run has no step count: it is cut into epochs of this many steps
+# (the points of metrics.csv, checkpoints and the resumable backup).
+BUDGET_EPOCH_STEPS = 50
+BUDGET_EPOCHS = 1_000_000
 
 
 @dataclasses.dataclass
@@ -22,12 +27,15 @@ class PretrainSettings:
     >>> settings.validate()
     >>> settings.schedule()
     (10, 5)
+    >>> PretrainSettings(time_budget=8).schedule()  # epochs of 50 steps until the budget is spent
+    (50, 1000000)
     """
 
     corpus: str | None = None
     one_per_line: bool = False
     preset: str = "mini"
-    steps: int = 1000
+    steps: int | None = None
+    time_budget: float | None = None
     seq_len: int = 128
     batch_size: int = 32
     masking: str = "token"
@@ -41,6 +49,8 @@ class PretrainSettings:
     packing: bool = True
     learning_rate: float = 5e-4
     warmup_steps: int | None = None
+    warmup: float = 0.1
+    lr_schedule: str = "linear"
     weight_decay: float = 0.01
     precision: str = "float32"
     jit_compile: bool = True
@@ -77,16 +87,52 @@ class PretrainSettings:
         """How the vocabulary was made, as config.json records it: the learner, or "file:PATH"."""
         return self.vocab_method if self.vocab is None else f"file:{self.vocab}"
 
+    @property
+    def total_steps(self):
+        """The steps of a run by steps (--steps, default 1000); None under a time budget."""
+        if self.time_budget is not None:
+            return None
+        return DEFAULT_STEPS if self.steps is None else self.steps
+
+    @property
+    def budget_seconds(self):
+        return None if self.time_budget is None else 60.0 * self.time_budget
+
     def schedule(self):
         """(steps_per_epoch, epochs): the run is split into `log_points` Keras epochs so that
-        metrics.csv, checkpoints and BackupAndRestore have that many points."""
-        steps_per_epoch = max(1, math.ceil(self.steps / max(1, self.log_points)))
-        return steps_per_epoch, math.ceil(self.steps / steps_per_epoch)
+        metrics.csv, checkpoints and BackupAndRestore have that many points; under a time
+        budget, into epochs of `BUDGET_EPOCH_STEPS` until the budget stops it."""
+        if self.time_budget is not None:
+            return BUDGET_EPOCH_STEPS, BUDGET_EPOCHS
+        steps = self.total_steps
+        steps_per_epoch = max(1, math.ceil(steps / max(1, self.log_points)))
+        return steps_per_epoch, math.ceil(steps / steps_per_epoch)
+
+    def warmup_steps_for(self, total_steps):
+        """Warmup of a run by steps: --warmup-steps, or the --warmup share of `total_steps`."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return max(1, round(self.warmup * total_steps))
 
     def validate(self):
         """Raises a one-line ValueError (or FileNotFoundError) naming the first bad setting."""
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             raise ValueError(f"--steps {self.steps} must be at least 1")
+        if self.time_budget is not None:
+            if self.steps is not None:
+                raise ValueError("give --steps or --time-budget, not both: a run goes by steps or by time")
+            if not math.isfinite(self.time_budget) or self.time_budget <= 0:
+                raise ValueError(f"--time-budget {self.time_budget} must be a positive number of minutes, e.g. 8")
+            if self.warmup_steps is not None:
+                raise ValueError("--warmup-steps needs --steps; under --time-budget give --warmup as a share of the "
+                                 "budget, e.g. --warmup 0.1")
+            if self.distribution == "multi-worker":
+                raise ValueError("--time-budget runs on one machine (workers would stop at different steps); "
+                                 "use --steps with --strategy multi-worker")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"--warmup {self.warmup} must be a share of the run in [0, 1), e.g. 0.1")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.lr_schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size {self.batch_size} must be at least 1")
         check_seq_len(self.seq_len)

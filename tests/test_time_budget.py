@@ -1,0 +1,167 @@
+"""The learning-rate schedules and the time budget: the rate follows the time spent, reaches 0
+when the budget is spent, training stops there, and a resumed run counts the time already spent."""
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from kmlm import training
+from kmlm.training import TrainingClock, WarmupLinearDecay, make_optimizer, schedule_factor, spent_seconds
+
+PEAK = 0.01
+BUDGET = 20.0
+WARMUP = 0.2
+STEP_SECONDS = 1.0
+
+
+def reference_factor(progress, warmup, shape):
+    """The schedule written out independently of kmlm, per piece."""
+    if progress < warmup:
+        return progress / warmup
+    remaining = min(1.0, (progress - warmup) / (1.0 - warmup))
+    return {"linear": 1.0 - remaining, "cosine": 0.5 * (1.0 + math.cos(math.pi * remaining)),
+            "constant": 1.0}[shape]
+
+
+@pytest.mark.parametrize("shape", ["linear", "cosine", "constant"])
+@pytest.mark.parametrize("warmup", [0.0, 0.06, 0.5])
+def test_schedule_factor_matches_an_independent_formula(shape, warmup):
+    for progress in np.linspace(0.0, 1.0, 41):
+        assert float(schedule_factor(progress, warmup, shape)) == pytest.approx(
+            reference_factor(progress, warmup, shape), abs=1e-6), (shape, warmup, progress)
+    assert float(schedule_factor(1.0, warmup, shape)) == (1.0 if shape == "constant" else 0.0)
+
+
+def test_the_step_schedule_has_the_same_shape_over_steps():
+    schedule = WarmupLinearDecay(PEAK, warmup_steps=10, total_steps=100, shape="cosine")
+    for step in (0, 5, 10, 40, 99, 100):
+        assert float(schedule(step)) == pytest.approx(PEAK * reference_factor(step / 100, 0.1, "cosine"), abs=1e-9)
+
+
+def test_an_unknown_schedule_is_refused():
+    with pytest.raises(ValueError, match="^unknown schedule 'step'; choose one of linear, cosine, constant$"):
+        schedule_factor(0.5, 0.1, "step")
+
+
+class FakeTime:
+    """`time.perf_counter` for `kmlm.training`: it moves only when a step ends."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class StepTakes(keras.callbacks.Callback):
+    """Advances the fake time by one step's duration at every batch end (placed before the
+    clock, so the clock sees the time the step took), and records the rate each step used."""
+
+    def __init__(self, fake_time, stop_at_epoch=None):
+        super().__init__()
+        self.fake_time = fake_time
+        self.stop_at_epoch = stop_at_epoch
+        self.rates = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.stop_at_epoch:
+            raise KeyboardInterrupt  # a kill between epochs
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+        self.fake_time.now += STEP_SECONDS
+
+
+def _model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=make_optimizer(PEAK, total_steps=None, weight_decay=0.0), loss="mse")
+    return model
+
+
+def _fit(model, clock, recorder, epochs=100, initial_epoch=0):
+    x = np.ones((8, 3), "float32")
+    y = np.zeros((8, 2), "float32")
+    try:
+        model.fit(x, y, batch_size=2, epochs=epochs, initial_epoch=initial_epoch, verbose=0,
+                  callbacks=[recorder, clock])
+    except KeyboardInterrupt:
+        pass
+
+
+def expected_rates(first_elapsed, count):
+    """The rate of each step: the first step of a process is start-up (the clock starts when
+    it ends), then the k-th step starts at first_elapsed + k - 1 seconds of training."""
+    rates = [PEAK * reference_factor(first_elapsed / BUDGET, WARMUP, "linear")]
+    rates += [PEAK * reference_factor((first_elapsed + k) / BUDGET, WARMUP, "linear") for k in range(count - 1)]
+    return rates
+
+
+def test_the_rate_follows_the_time_and_training_stops_when_the_budget_is_spent(tmp_path, monkeypatch):
+    fake_time = FakeTime()
+    monkeypatch.setattr(training.time, "perf_counter", fake_time)
+    progress = str(tmp_path / "progress.json")
+    clock = TrainingClock(progress, BUDGET, PEAK, WARMUP, "linear")
+    recorder = StepTakes(fake_time)
+    _fit(_model(), clock, recorder)
+    # Steps 2..21 take the 20 training seconds; the first (compile) step is outside the budget.
+    assert len(recorder.rates) == int(BUDGET / STEP_SECONDS) + 1
+    np.testing.assert_allclose(recorder.rates, expected_rates(0.0, len(recorder.rates)), rtol=1e-5, atol=1e-9)
+    assert clock.learning_rate(BUDGET) == 0.0 and max(recorder.rates) == pytest.approx(PEAK)
+    assert clock.elapsed() == BUDGET
+    with open(progress) as file:
+        record = json.load(file)
+    assert record["steps"] == len(recorder.rates) and record["train_seconds"] == BUDGET
+    assert record["first_step_seconds"] == STEP_SECONDS and record["budget_seconds"] == BUDGET
+    # 4 steps an epoch: the epoch records are the steps and seconds at each epoch end.
+    assert record["epochs"]["1"] == {"steps": 4, "train_seconds": 3.0}
+    assert record["epochs"]["2"] == {"steps": 8, "train_seconds": 7.0}
+
+
+def test_a_resumed_run_counts_the_time_its_earlier_part_spent(tmp_path, monkeypatch):
+    fake_time = FakeTime()
+    monkeypatch.setattr(training.time, "perf_counter", fake_time)
+    progress = str(tmp_path / "progress.json")
+    first = StepTakes(fake_time, stop_at_epoch=2)
+    _fit(_model(), TrainingClock(progress, BUDGET, PEAK, WARMUP), first)
+    assert len(first.rates) == 8
+    spent = spent_seconds(progress, 2)
+    assert spent == 7.0  # 8 steps, the first of them start-up
+    assert spent_seconds(progress, 0) == 0.0 and spent_seconds(str(tmp_path / "none.json"), 2) == 0.0
+
+    resumed_clock = TrainingClock(progress, BUDGET, PEAK, WARMUP, spent_seconds=spent)
+    resumed = StepTakes(fake_time)
+    _fit(_model(), resumed_clock, resumed, initial_epoch=2)  # as the backup restores it
+    # The resumed process starts where the schedule was and spends only the rest of the budget.
+    assert len(resumed.rates) == int(BUDGET - spent) + 1
+    np.testing.assert_allclose(resumed.rates, expected_rates(spent, len(resumed.rates)), rtol=1e-5, atol=1e-9)
+    assert resumed_clock.elapsed() == BUDGET
+    with open(progress) as file:
+        epochs = json.load(file)["epochs"]
+    assert epochs["1"]["train_seconds"] == 3.0  # the earlier part's records are kept
+
+
+def test_validation_time_is_not_training_time(tmp_path, monkeypatch):
+    fake_time = FakeTime()
+    monkeypatch.setattr(training.time, "perf_counter", fake_time)
+
+    class SlowValidation(keras.callbacks.Callback):
+        def on_test_batch_end(self, batch, logs=None):
+            fake_time.now += 100.0
+
+    clock = TrainingClock(None, BUDGET, PEAK, WARMUP)
+    recorder = StepTakes(fake_time)
+    x = np.ones((8, 3), "float32")
+    _fit_args = dict(batch_size=2, epochs=100, verbose=0, validation_data=(x, np.zeros((8, 2), "float32")))
+    _model().fit(x, np.zeros((8, 2), "float32"), callbacks=[recorder, SlowValidation(), clock], **_fit_args)
+    assert len(recorder.rates) == int(BUDGET / STEP_SECONDS) + 1 and clock.elapsed() == BUDGET
+
+
+def test_a_time_budget_needs_a_variable_learning_rate():
+    optimizer = make_optimizer(PEAK, total_steps=None)
+    optimizer.learning_rate = 0.5 * PEAK
+    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(0.5 * PEAK)
