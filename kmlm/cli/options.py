@@ -13,7 +13,17 @@ RUN_DIR_HELP = "a directory written by `kmlm pretrain`"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows every option's default and keeps the line breaks of a command's description."""
+    """Shows every option's default and keeps the line breaks of a command's description.
+
+    An option whose help already says its default, or whose default is None (the help says
+    what happens without it) or False (a switch), gets no "(default: ...)" of its own.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False) or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

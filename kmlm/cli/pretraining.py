@@ -20,6 +20,7 @@ from kmlm.cli.options import (
     positive_float,
     positive_int,
 )
+from kmlm.pretraining.recipe import LARGER_PRESET_LEARNING_RATE, LEARNING_RATES, PRETRAINING_MODEL
 
 STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
 SCHEDULES = ("linear", "cosine", "constant")
@@ -71,11 +72,11 @@ def _add_model_size_options(parser):
     for flag, meaning in MODEL_SIZE_OVERRIDES:
         parser.add_argument(flag, type=positive_int, default=None, help=f"override the preset's {meaning}")
     parser.add_argument("--dropout", type=float, default=None, metavar="RATE",
-                        help="override the preset's dropout (0.1) of the embeddings, feed-forward and "
-                             "attention weights; in [0, 1)")
+                        help=f"dropout of the embeddings, feed-forward and attention weights, in [0, 1) "
+                             f"(default {PRETRAINING_MODEL['dropout']:g} in pretraining; fine-tuning keeps the run's)")
     parser.add_argument("--norm", choices=("post", "pre"), default=None,
-                        help="override the preset's LayerNorm placement (post: after each residual sum, "
-                             "as BERT; pre: before each sublayer)")
+                        help="LayerNorm placement: pre, before each sublayer, or post, after each residual sum "
+                             f"as in BERT (default {'pre' if PRETRAINING_MODEL['norm_first'] else 'post'})")
 
 
 def _add_row_and_masking_options(parser):
@@ -106,7 +107,10 @@ def _add_vocabulary_options(parser):
 
 def _add_optimisation_options(parser):
     """The optimizer, precision, XLA and the seed."""
-    parser.add_argument("--learning-rate", type=float, default=5e-4, help="peak learning rate")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="peak learning rate (default per preset: "
+                             + ", ".join(f"{name} {rate:g}" for name, rate in LEARNING_RATES.items())
+                             + f", larger {LARGER_PRESET_LEARNING_RATE:g})")
     parser.add_argument("--schedule", dest="lr_schedule", choices=SCHEDULES, default="linear",
                         help="learning rate after the warmup: linear or cosine fall to 0 at the end of the run "
                              "(its steps or its --time-budget), or constant")

@@ -7,6 +7,7 @@ import os
 from kmlm.config import ModelConfig
 from kmlm.pipelines import MaskingConfig, check_seq_len
 from kmlm.pretraining import distributed
+from kmlm.pretraining.recipe import PRETRAINING_MODEL, default_learning_rate
 from kmlm.training import PRECISIONS, SCHEDULES
 
 DISTRIBUTIONS = distributed.STRATEGIES
@@ -16,7 +17,6 @@ DEFAULT_STEPS = 1000
 # (the points of metrics.csv, checkpoints and the resumable backup).
 BUDGET_EPOCH_STEPS = 50
 BUDGET_EPOCHS = 1_000_000
-
 
 @dataclasses.dataclass
 class PretrainSettings:
@@ -47,7 +47,7 @@ class PretrainSettings:
     vocab_method: str = "fast"
     lowercase: bool = True
     packing: bool = True
-    learning_rate: float = 5e-4
+    learning_rate: float | None = None  # None: default_learning_rate(preset)
     warmup_steps: int | None = None
     warmup: float = 0.1
     lr_schedule: str = "linear"
@@ -64,8 +64,15 @@ class PretrainSettings:
     init_embeddings: str | None = None
     objective: str = "mlm"
 
+    def __post_init__(self):
+        if self.learning_rate is None:
+            self.learning_rate = default_learning_rate(self.preset)
+
     def model_config(self, vocabulary_size):
-        config = ModelConfig.from_preset(self.preset, vocabulary_size=vocabulary_size, **self.model_overrides)
+        """The preset's `ModelConfig` with the pretraining recipe (`PRETRAINING_MODEL`) and the
+        overrides of the command line."""
+        values = {**PRETRAINING_MODEL, **self.model_overrides}
+        config = ModelConfig.from_preset(self.preset, vocabulary_size=vocabulary_size, **values)
         if self.seq_len > config.max_position:
             raise ValueError(
                 f"seq_len={self.seq_len} exceeds the model's max_position={config.max_position}; "
