@@ -1,0 +1,77 @@
+"""The documented pretraining defaults are the ones a bare `kmlm pretrain` uses."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from kmlm.cli.main import build_parser
+from kmlm.cli.pretraining import _pretrain_settings
+from kmlm.pretraining.job import run_record
+from kmlm.pretraining.objectives import objective_for
+from kmlm.pretraining.recipe import LARGER_PRESET_LEARNING_RATE, LEARNING_RATES, PRETRAINING_MODEL
+from kmlm.pretraining.settings import PretrainSettings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _bare_command(*flags):
+    return _pretrain_settings(build_parser().parse_args(["pretrain", "--out", "runs/x", *flags]))
+
+
+def readme_recipe_table():
+    """preset -> {column: cell} of the README's table of pretraining defaults."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("<!-- pretraining-defaults -->"):text.index("<!-- /pretraining-defaults -->")]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    table = {}
+    for line in rows[2:]:
+        cells = [cell.strip().strip("`") for cell in line.strip("|").split("|")]
+        table[cells[0]] = dict(zip(header[1:], cells[1:]))
+    return table
+
+
+@pytest.mark.parametrize("preset", ["tiny", "mini", "small", "base"])
+def test_a_bare_command_trains_with_the_recipe_of_its_preset(preset):
+    settings = _bare_command("--preset", preset)
+    expected_rate = LEARNING_RATES.get(preset, LARGER_PRESET_LEARNING_RATE)
+    assert settings.learning_rate == expected_rate
+    record = run_record(settings, objective_for(settings), vocabulary_size=100)
+    assert record.training["learning_rate"] == expected_rate
+    model = record.model
+    assert (model.dropout, model.attention_dropout, model.norm_first) == (
+        PRETRAINING_MODEL["dropout"], PRETRAINING_MODEL["attention_dropout"], PRETRAINING_MODEL["norm_first"])
+    # Everything else a bare command uses is PretrainSettings' own default.
+    defaults = PretrainSettings(preset=preset)
+    for name in ("seq_len", "batch_size", "mask_rate", "masking", "weight_decay", "warmup", "lr_schedule",
+                 "vocab_size", "total_steps"):
+        assert getattr(settings, name) == getattr(defaults, name), name
+
+
+def test_flags_override_the_recipe():
+    settings = _bare_command("--preset", "tiny", "--learning-rate", "1e-4", "--dropout", "0.1", "--norm", "post")
+    config = settings.model_config(100)
+    assert settings.learning_rate == 1e-4
+    assert (config.dropout, config.attention_dropout, config.norm_first) == (0.1, 0.1, False)
+
+
+def test_the_readme_states_the_defaults_the_code_uses():
+    table = readme_recipe_table()
+    defaults = PretrainSettings()
+    for preset, rate in LEARNING_RATES.items():
+        row = table[preset]
+        assert float(row["peak learning rate"]) == rate
+        assert float(row["mask rate"]) == defaults.mask_rate
+        assert int(row["batch"]) == defaults.batch_size and int(row["row length"]) == defaults.seq_len
+        assert float(row["warmup"]) == defaults.warmup and row["schedule"] == defaults.lr_schedule
+        assert float(row["dropout"]) == PRETRAINING_MODEL["dropout"]
+        assert row["LayerNorm"] == ("pre" if PRETRAINING_MODEL["norm_first"] else "post")
+    assert float(table["larger"]["peak learning rate"]) == LARGER_PRESET_LEARNING_RATE
+
+
+def test_the_help_states_the_per_preset_rates():
+    text = build_parser()._subparsers._group_actions[0].choices["pretrain"].format_help()
+    text = re.sub(r"\s+", " ", text)
+    for preset, rate in LEARNING_RATES.items():
+        assert f"{preset} {rate:g}" in text
