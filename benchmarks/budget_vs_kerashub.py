@@ -271,7 +271,8 @@ def train_kerashub(args, model_config, vocabulary, lowercase, train_texts, predi
         f"S={args.seq_len}, B={args.batch_size}, P={predictions}; AdamW({KERASHUB_LEARNING_RATE:g}) constant; "
         f"{args.budget:g}-minute budget")
     started = time.perf_counter()
-    model.fit(dataset, steps_per_epoch=STEPS_PER_EPOCH, epochs=10**9, verbose=0, callbacks=[clock])
+    model.fit(dataset, steps_per_epoch=STEPS_PER_EPOCH, epochs=10**9, verbose=0, shuffle=False,
+              callbacks=[clock])
     wall = time.perf_counter() - started
     record = {"steps": int(model.optimizer.iterations.numpy()), "train_seconds": clock.elapsed(),
               "first_step_seconds": clock.first_step_seconds, "wall_seconds": wall}
@@ -365,12 +366,19 @@ def kerashub_caller(model):
 def tokenization_agreement(data, vocabulary, texts):
     """Share of the held-out documents that keras-hub's BertTokenizer and kmlm's tokenizer
     turn into the same ids (keras-hub trains on its own tokenization, both are scored on kmlm's)."""
+    import tensorflow as tf
+
     from kmlm import pipelines
 
     if not texts:
-        return None
-    ours = pipelines.make_tokenizer(vocabulary, lowercase=data.lowercase)(texts).to_list()
-    theirs = kerashub_tokenizer(vocabulary, data.lowercase)(texts).to_list()
+        return float("nan")
+
+    def ids(tokenizer):
+        tokens = tokenizer(tf.constant(texts))  # eager keras-hub tokenizers give lists of lists
+        return tokens.to_list() if hasattr(tokens, "to_list") else [list(row) for row in tokens]
+
+    ours = ids(pipelines.make_tokenizer(vocabulary, lowercase=data.lowercase))
+    theirs = ids(kerashub_tokenizer(vocabulary, data.lowercase))
     return sum(a == b for a, b in zip(ours, theirs)) / len(texts)
 
 
