@@ -7,7 +7,7 @@ which take a high peak learning rate.
 """
 
 PRETRAINING_MODEL = {"dropout": 0.0, "attention_dropout": 0.0, "norm_first": True}
-LEARNING_RATES = {"tiny": 2e-3, "mini": 2e-3}
+LEARNING_RATES = {"tiny": 2e-3, "mini": 1e-3}
 LARGER_PRESET_LEARNING_RATE = 5e-4
 
 
