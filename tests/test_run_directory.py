@@ -51,12 +51,15 @@ def test_pretraining_record_round_trips_through_dict_and_file(tmp_path):
         "packing": True, "eval_fraction": 0.02, "max_predictions": 8, "vocab_method": "fast",
     }
     assert values["training"] == {
-        "preset": "tiny", "steps": 40, "learning_rate": 5e-4, "warmup_steps": None, "weight_decay": 0.01,
+        "preset": "tiny", "steps": 40, "time_budget": None, "learning_rate": 2e-3, "lr_schedule": "linear",
+        "warmup": 0.1, "warmup_steps": None, "weight_decay": 0.01,
         "precision": "float32", "jit_compile": True, "seed": 0, "objective": "mlm+sop",
         "steps_per_epoch": 10, "epochs": 4, "total_steps": 40, "init_embeddings": "vectors.npz",
     }
     assert values["heads"] == {"masked_lm": True, "pooler": True, "next_sentence": True}
-    assert values["model"] == TINY_MODEL and values["kmlm_version"] == __version__
+    # The preset with pretraining's recipe: pre-LN, no dropout.
+    assert values["model"] == {**TINY_MODEL, "dropout": 0.0, "attention_dropout": 0.0, "norm_first": True}
+    assert values["kmlm_version"] == __version__
     assert RunConfig.from_dict(values) == record
 
     record.write(str(tmp_path))

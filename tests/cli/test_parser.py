@@ -60,7 +60,16 @@ def test_every_command_has_help(command, capsys):
         build_parser().parse_args([command, "--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"usage: kmlm {command} ") and "(default:" in out
+    assert out.startswith(f"usage: kmlm {command} ")
+    assert "(default: None)" not in out and "(default: False)" not in out
+    # Every option with a real default says it, in its own help or as "(default: ...)".
+    sub = _subcommands(build_parser())[command] if command in _subcommands(build_parser()) else None
+    if sub is not None:
+        flat = " ".join(out.split())
+        for action in sub._actions:
+            if action.default not in (None, False) and action.help and action.option_strings and \
+                    action.default != "==SUPPRESS==":
+                assert "default" in " ".join(action.help.split()) or f"(default: {action.default})" in flat, action.dest
 
 
 def test_help_does_not_load_tensorflow():
