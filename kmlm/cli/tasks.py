@@ -5,7 +5,7 @@ TensorFlow-heavy modules are imported inside the command functions, so `kmlm --h
 
 import json
 
-from kmlm.cli.options import add_command, add_quiet_option, add_subcommands, positive_int
+from kmlm.cli.options import add_command, add_quiet_option, add_subcommands, positive_float, positive_int
 
 TASK_HELP = ("classify: one text -> label; pair: two texts -> label; tag: words -> BIO tags; "
              "similarity: sentence vectors whose cosine follows a score (or --contrastive)")
@@ -18,37 +18,64 @@ def add_commands(commands, names=None):
     add_subcommands(commands, COMMANDS, names)
 
 
+# The defaults of `kmlm finetune` live in `kmlm.tasks.finetune.FinetuneSettings` (and the rules
+# beside it); that module loads TensorFlow, so the help states them in words and
+# tests/tasks/test_finetune_defaults.py checks the words against the dataclass. Every option
+# defaults to None here, which leaves the value to the dataclass.
+FINETUNE_DEFAULTS_HELP = {
+    "seq_len": "128", "batch_size": "32", "learning_rate": "1e-3 x 128 / hidden size: 1e-3 for tiny, "
+    "5e-4 for mini, 1.7e-4 for base", "epochs": "enough passes for 400 optimizer steps, at least 3",
+    "warmup_fraction": "0.1", "weight_decay": "0.01", "dropout": "0.1",
+    "patience": "the epochs spanning 200 steps, at least 2", "pooling": "mean", "seed": "0",
+}
+
+
+def _default(field):
+    return f" (default: {FINETUNE_DEFAULTS_HELP[field]})"
+
+
 def add_finetune_command(commands):
     """Adds `kmlm finetune`."""
     ft = add_command(
         commands, "finetune", help="fine-tune a run's encoder on a labelled task",
         description="Fine-tune the encoder of a run directory (from `kmlm pretrain` or `kmlm convert`) with "
                     "model.fit: AdamW with linear warmup and decay, early stopping on the --eval metric (accuracy; "
-                    "entity F1 for tag; Spearman for similarity). Writes OUT/model.keras, task.json (labels, "
-                    "settings, metrics), vocab.txt and metrics.csv.")
+                    "entity F1 for tag; Spearman for similarity) once the warmup is over. The default learning "
+                    "rate follows the encoder's hidden size and the default length gives small training sets "
+                    "enough steps. Writes OUT/model.keras, task.json (labels, settings, the schedule used, "
+                    "metrics), vocab.txt and metrics.csv (and progress.json under --time-budget).")
     ft.add_argument("run_dir", metavar="RUN_DIR", help="a pretrained run directory")
     ft.add_argument("--task", required=True, choices=("classify", "pair", "tag", "similarity"), help=TASK_HELP)
     ft.add_argument("--train", required=True, metavar="SRC", help="training examples: " + SOURCE_HELP)
-    ft.add_argument("--eval", default=None, metavar="SRC", help="evaluation examples (early stopping, best epoch)")
-    ft.add_argument("--test", default=None, metavar="SRC", help="test examples, scored once at the end")
+    ft.add_argument("--eval", metavar="SRC", help="evaluation examples (early stopping, best epoch)")
+    ft.add_argument("--test", metavar="SRC", help="test examples, scored once at the end")
     ft.add_argument("--out", required=True, help="output directory")
-    ft.add_argument("--seq-len", type=positive_int, default=128, help="longest row in tokens ([CLS]/[SEP] included)")
-    ft.add_argument("--batch-size", type=positive_int, default=32, help="examples per step")
-    ft.add_argument("--epochs", type=positive_int, default=3, help="passes over the training examples")
-    ft.add_argument("--learning-rate", type=float, default=2e-4, help="peak learning rate")
-    ft.add_argument("--warmup", type=float, default=0.1, help="share of the steps spent warming up")
-    ft.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
-    ft.add_argument("--dropout", type=float, default=0.1, help="dropout of the task head")
-    ft.add_argument("--patience", type=positive_int, default=2, help="epochs without improvement before stopping")
-    ft.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="sentence vector (similarity)")
+    ft.add_argument("--seq-len", type=positive_int,
+                    help="longest row in tokens ([CLS]/[SEP] included)" + _default("seq_len"))
+    ft.add_argument("--batch-size", type=positive_int, help="examples per step" + _default("batch_size"))
+    length = ft.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=positive_int, help="passes over the training examples" + _default("epochs"))
+    length.add_argument("--time-budget", type=positive_float, metavar="MINUTES",
+                        help="train for this many minutes instead of a number of passes: the learning rate warms "
+                             "up over --warmup of the time and falls to 0 when it is spent; evaluation after each "
+                             "epoch (one pass, at least 50 and at most 500 steps) is outside the budget")
+    ft.add_argument("--learning-rate", type=float, help="peak learning rate" + _default("learning_rate"))
+    ft.add_argument("--warmup", dest="warmup_fraction", type=float, metavar="SHARE",
+                    help="share of the steps (or of the --time-budget) spent warming up" + _default("warmup_fraction"))
+    ft.add_argument("--weight-decay", type=float, help="AdamW weight decay" + _default("weight_decay"))
+    ft.add_argument("--dropout", type=float, help="dropout of the task head" + _default("dropout"))
+    ft.add_argument("--patience", type=positive_int,
+                    help="epochs without improvement before stopping, counted from the end of the warmup"
+                         + _default("patience"))
+    ft.add_argument("--pooling", choices=("mean", "cls"), help="sentence vector (similarity)" + _default("pooling"))
     ft.add_argument("--contrastive", action="store_true",
                     help="similarity: in-batch negatives on (text, text_pair) pairs instead of score regression")
     ft.add_argument("--random-init", action="store_true",
                     help="start from a randomly initialised encoder of the same shape (to measure what "
                          "pretraining gives)")
-    ft.add_argument("--max-examples", type=positive_int, default=None, help="use only the first N training examples")
-    ft.add_argument("--seed", type=int, default=0, help="seed of initialisation, dropout and shuffling")
-    ft.add_argument("--jit", action="store_true",
+    ft.add_argument("--max-examples", type=positive_int, help="use only the first N training examples")
+    ft.add_argument("--seed", type=int, help="seed of initialisation, dropout and shuffling" + _default("seed"))
+    ft.add_argument("--jit", dest="jit_compile", action="store_true",
                     help="XLA-compile the train step (pays off on long runs; every new batch shape compiles anew)")
     ft.add_argument("--overwrite", action="store_true", help="replace an earlier fine-tuned model in --out")
     add_quiet_option(ft)
@@ -88,24 +115,33 @@ def add_embed_command(commands):
     em.set_defaults(run=_embed)
 
 
+# The options of `kmlm finetune` that are `FinetuneSettings` fields (under the field's name).
+SETTINGS_OPTIONS = ("task", "train", "eval", "test", "seq_len", "batch_size", "epochs", "time_budget",
+                    "learning_rate", "warmup_fraction", "weight_decay", "dropout", "patience", "pooling",
+                    "contrastive", "random_init", "max_examples", "seed", "jit_compile")
+
+
+def finetune_settings(args):
+    """The `FinetuneSettings` of parsed `kmlm finetune` arguments: the options given, and the
+    dataclass's defaults for the rest."""
+    from kmlm.tasks.finetune import FinetuneSettings
+
+    given = {name: getattr(args, name) for name in SETTINGS_OPTIONS}
+    return FinetuneSettings(**{name: value for name, value in given.items() if value is not None})
+
+
 def _finetune(args):
     """Runs `kmlm finetune`."""
-    from kmlm.tasks.finetune import FinetuneSettings, finetune
+    from kmlm.tasks.finetune import finetune
 
-    settings = FinetuneSettings(
-        task=args.task, train=args.train, eval=args.eval, test=args.test, seq_len=args.seq_len,
-        batch_size=args.batch_size, epochs=args.epochs, learning_rate=args.learning_rate,
-        warmup_fraction=args.warmup, weight_decay=args.weight_decay, dropout=args.dropout, patience=args.patience,
-        pooling=args.pooling, contrastive=args.contrastive, random_init=args.random_init,
-        max_examples=args.max_examples, seed=args.seed, jit_compile=args.jit,
-    )
-    result = finetune(args.run_dir, args.out, settings, overwrite=args.overwrite, verbose=0 if args.quiet else 1)
+    result = finetune(args.run_dir, args.out, finetune_settings(args), overwrite=args.overwrite,
+                      verbose=0 if args.quiet else 1)
     for split in ("eval", "test"):
         if split in result:
             shown = ", ".join(f"{name} {value:.4f}" if isinstance(value, float) else f"{name} {value}"
                               for name, value in result[split].items())
             print(f"{split}: {shown}")
-    print(f"wrote {args.out} ({result['epochs']} epochs, {result['seconds']}s)")
+    print(f"wrote {args.out} ({result['epochs']} epochs, {result['steps']} steps, {result['seconds']}s)")
 
 
 def _predict(args):

@@ -5,6 +5,7 @@ OUT/task.json     task, labels, sequence length, settings, source run, final met
 OUT/vocab.txt     the run's vocabulary
 OUT/model.keras   the task model (classifier, tagger, or sentence encoder for similarity)
 OUT/metrics.csv   per-epoch training loss and evaluation metrics
+OUT/progress.json under --time-budget: the budget, the steps reached and the training seconds
 ```
 """
 
@@ -27,26 +28,99 @@ from kmlm.statistics import pearson, spearman
 from kmlm.tasks.datasets import pair_dataset, tag_dataset, text_dataset
 from kmlm.tasks.examples import TASKS, TaskExamples, load_task_examples
 from kmlm.tasks.metrics import accuracy, entity_scores, macro_f1
-from kmlm.training import NonFiniteLossError, StopOnNonFiniteLoss, make_optimizer, tf_data_fit
+from kmlm.training import NonFiniteLossError, StopOnNonFiniteLoss, TrainingClock, make_optimizer, tf_data_fit
 
 TASK_FILE = "task.json"
 MODEL_FILE = "model.keras"
 VOCAB_FILE = "vocab.txt"
 METRICS_FILE = "metrics.csv"
+PROGRESS_FILE = "progress.json"
 
 # The metric that early stopping and "best epoch" follow, per task.
 PRIMARY_METRIC = {"classify": "accuracy", "pair": "accuracy", "tag": "f1", "similarity": "spearman"}
 NON_FINITE_LOSS_MESSAGE = "fine-tuning stopped: the loss became NaN; lower --learning-rate"
 
 
-@dataclasses.dataclass
-class FinetuneSettings:
-    """The options of `kmlm finetune` (see `kmlm finetune --help`).
+# The defaults that follow the model and the data (measured on keyword, pair, tagging and
+# similarity toy tasks with tiny and mini encoders; the table is in the README). The peak
+# learning rate falls as one over the hidden size: tiny learns best near 1e-3 and fails at
+# 3e-3, mini learns at 3e-4 to 7e-4 and fails at 1.5e-3.
+LEARNING_RATE_AT_128 = 1e-3
+MIN_STEPS = 400  # without --epochs, enough passes for this many optimizer steps ...
+MIN_EPOCHS = 3  # ... and never fewer passes than this
+PATIENCE_STEPS = 200  # default patience: the epochs that span this many steps, at least 2
+# Under --time-budget the run has no pass count: it is cut into epochs (one evaluation each)
+# of one pass, but of at least and at most this many steps.
+BUDGET_EPOCH_STEPS = (50, 500)
+BUDGET_EPOCHS = 1_000_000
+
+
+def default_learning_rate(hidden_dim):
+    """The peak learning rate fine-tuning uses for an encoder of `hidden_dim` unless one is
+    given: 1e-3 at 128 (tiny), falling as one over the hidden size.
 
     Example:
-    >>> settings = FinetuneSettings(task="classify", train="train.jsonl", eval="dev.jsonl", epochs=3)
-    >>> settings.task, settings.epochs, settings.seq_len
-    ('classify', 3, 128)
+    >>> [round(default_learning_rate(h), 6) for h in (128, 256, 512, 768)]  # tiny, mini, small, base
+    [0.001, 0.0005, 0.00025, 0.000167]
+    """
+    return LEARNING_RATE_AT_128 * 128 / hidden_dim
+
+
+def default_epochs(steps_per_pass, min_steps=MIN_STEPS):
+    """The passes over the training examples unless --epochs is given: enough for `min_steps`
+    optimizer steps, and at least `MIN_EPOCHS`.
+
+    Example:
+    >>> default_epochs(19), default_epochs(400), default_epochs(1000)  # 600, 12800, 32000 examples at 32
+    (22, 3, 3)
+    """
+    return max(MIN_EPOCHS, math.ceil(min_steps / steps_per_pass))
+
+
+def default_patience(steps_per_epoch):
+    """The epochs without improvement before early stopping unless --patience is given: those
+    spanning `PATIENCE_STEPS` steps, at least 2. On small sets a model often sits at chance
+    for a couple of hundred steps before it starts to learn; that plateau is no reason to stop.
+
+    Example:
+    >>> default_patience(19), default_patience(50), default_patience(400)
+    (11, 4, 2)
+    """
+    return max(2, math.ceil(PATIENCE_STEPS / steps_per_epoch))
+
+
+@dataclasses.dataclass
+class FinetuneSchedule:
+    """How long and how fast a fine-tuning run trains: the settings with every default worked
+    out for one encoder and training set (`FinetuneSettings.schedule`; task.json records it).
+
+    `total_steps` and `warmup_steps` are None under a time budget, where the rate follows the
+    time spent (`budget_seconds`, warmup a share of it) and epochs go on until it is spent.
+    """
+
+    learning_rate: float
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int | None
+    warmup_steps: int | None
+    patience: int
+    budget_seconds: float | None = None
+
+
+@dataclasses.dataclass
+class FinetuneSettings:
+    """The options of `kmlm finetune` (see `kmlm finetune --help`). None means the default
+    that follows the model and the data: `learning_rate` from the hidden size
+    (`default_learning_rate`), `epochs` from `min_steps` (`default_epochs`), `patience` from
+    the steps per epoch (`default_patience`). `time_budget` (minutes) replaces `epochs`.
+
+    Example:
+    >>> settings = FinetuneSettings(task="classify", train="train.jsonl", eval="dev.jsonl")
+    >>> schedule = settings.schedule(hidden_dim=128, steps_per_pass=19)  # tiny, 600 examples
+    >>> schedule.learning_rate, schedule.epochs, schedule.total_steps, schedule.warmup_steps
+    (0.001, 22, 418, 41)
+    >>> FinetuneSettings(train="t.jsonl", learning_rate=3e-4, epochs=2).schedule(128, 19).total_steps
+    38
     """
 
     task: str = "classify"
@@ -55,12 +129,14 @@ class FinetuneSettings:
     test: str | None = None
     seq_len: int = 128
     batch_size: int = 32
-    epochs: int = 3
-    learning_rate: float = 2e-4
+    epochs: int | None = None
+    time_budget: float | None = None
+    min_steps: int = MIN_STEPS
+    learning_rate: float | None = None
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     dropout: float = 0.1
-    patience: int = 2
+    patience: int | None = None
     pooling: str = "mean"
     contrastive: bool = False
     random_init: bool = False
@@ -75,14 +151,42 @@ class FinetuneSettings:
             raise ValueError("no training examples given; pass --train FILE or tfds:NAME")
         if self.seq_len < 4:
             raise ValueError(f"seq_len={self.seq_len} is too short; use at least 4")
-        if not 0 < self.learning_rate < 1:
+        if self.learning_rate is not None and not 0 < self.learning_rate < 1:
             raise ValueError(f"learning_rate={self.learning_rate} must be in (0, 1)")
+        if self.epochs is not None and self.time_budget is not None:
+            raise ValueError("give --epochs or --time-budget, not both: a run goes by passes or by time")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs} must be at least 1")
+        if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget > 0):
+            raise ValueError(f"--time-budget {self.time_budget} must be a positive number of minutes, e.g. 5")
+        if self.min_steps < 1:
+            raise ValueError(f"min_steps={self.min_steps} must be at least 1")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience={self.patience} must be at least 1")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction={self.warmup_fraction} must be in [0, 1)")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if self.contrastive and self.task != "similarity":
             raise ValueError("--contrastive applies to --task similarity only")
+
+    def schedule(self, hidden_dim, steps_per_pass):
+        """The `FinetuneSchedule` of these settings for an encoder of `hidden_dim` and a
+        training set of `steps_per_pass` batches; a value given in the settings wins."""
+        learning_rate = self.learning_rate if self.learning_rate is not None else default_learning_rate(hidden_dim)
+        if self.time_budget is not None:
+            low, high = BUDGET_EPOCH_STEPS
+            steps_per_epoch = min(max(steps_per_pass, low), high)
+            return FinetuneSchedule(
+                learning_rate=learning_rate, steps_per_epoch=steps_per_epoch, epochs=BUDGET_EPOCHS, total_steps=None,
+                warmup_steps=None, patience=self.patience or default_patience(steps_per_epoch),
+                budget_seconds=60.0 * self.time_budget)
+        epochs = self.epochs if self.epochs is not None else default_epochs(steps_per_pass, self.min_steps)
+        total_steps = steps_per_pass * epochs
+        return FinetuneSchedule(
+            learning_rate=learning_rate, steps_per_epoch=steps_per_pass, epochs=epochs, total_steps=total_steps,
+            warmup_steps=max(1, int(self.warmup_fraction * total_steps)),
+            patience=self.patience or default_patience(steps_per_pass))
 
 
 @dataclasses.dataclass
@@ -229,17 +333,36 @@ def _reported_correlation(value):
 
 
 class _EvaluateEachEpoch(keras.callbacks.Callback):
-    """Adds `eval_<metric>` to the epoch logs (before EarlyStopping and CSVLogger see them)."""
+    """Adds `eval_<metric>` to the epoch logs (before EarlyStopping and CSVLogger see them).
+    Under a time budget the clock stops while it scores, as it does for `fit`'s validation."""
 
-    def __init__(self, tasker, examples, batch_size):
+    def __init__(self, tasker, examples, batch_size, clock=None):
         super().__init__()
-        self.tasker, self.examples, self.batch_size = tasker, examples, batch_size
+        self.tasker, self.examples, self.batch_size, self.clock = tasker, examples, batch_size, clock
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.clock is not None:
+            self.clock.on_test_begin()
         metrics = evaluate_task(self.tasker, self.examples, self.batch_size)
+        if self.clock is not None:
+            self.clock.on_test_end()
         for name, value in metrics.items():
             if isinstance(value, float):
                 logs[f"eval_{name}"] = value
+
+
+class EarlyStoppingAfterWarmup(keras.callbacks.EarlyStopping):
+    """EarlyStopping that neither stops nor keeps a best epoch while `warmed_up()` is False:
+    the metric of a model still warming up says nothing about where training goes."""
+
+    def __init__(self, warmed_up, **kwargs):
+        super().__init__(**kwargs)
+        self.warmed_up = warmed_up
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.warmed_up():
+            self.start_from_epoch = epoch + 1
+        super().on_epoch_end(epoch, logs)
 
 
 def _labels_of(train, task, eval_sets):
@@ -300,14 +423,15 @@ class _TaskTraining:
     saved: keras.Model
     dataset: tf.data.Dataset
     loss: keras.losses.Loss
-    steps_per_epoch: int
+    steps_per_pass: int
     metrics: list | None = None
     weighted_metrics: list | None = None
 
 
 def finetune(run_dir, out, settings, *, overwrite=False, verbose=1):
     """Fine-tunes the encoder of a run directory on a task and writes OUT (see the module
-    docstring). Returns the final metrics: {"eval": {...}, "test": {...}, "epochs": n, ...}.
+    docstring). Returns the final metrics: {"eval": {...}, "test": {...}, "epochs": n,
+    "steps": n, "learning_rate": peak, ...}; under a time budget also "train_seconds".
 
     Example:
     (Needs a run directory and example files, and trains: not run as a test.)
@@ -354,16 +478,22 @@ def _run_job(job):
     builders = {"classify": _classifier_training, "pair": _classifier_training, "tag": _tagger_training,
                 "similarity": _similarity_training}
     training = builders[settings.task](job, encoder, info)
-    _compile(training, settings)
+    schedule = settings.schedule(job.run.model_config.hidden_dim, training.steps_per_pass)
+    _compile(training, settings, schedule)
     tasker = Tasker(training.saved, job.run.vocabulary, info)
-    history, seconds = _fit(job, training, _callbacks(job, training, tasker))
-    result = {"epochs": len(history.get("loss", [])), "train_examples": len(job.train), "seconds": round(seconds, 1),
+    clock = _budget_clock(job, schedule)
+    history, seconds = _fit(job, training, schedule, _callbacks(job, training, schedule, tasker, clock))
+    result = {"epochs": len(history.get("loss", [])), "steps": int(training.model.optimizer.iterations.numpy()),
+              "learning_rate": schedule.learning_rate, "train_examples": len(job.train), "seconds": round(seconds, 1),
               "random_init": settings.random_init}
+    if clock is not None:
+        result.update(time_budget=settings.time_budget, train_seconds=round(clock.elapsed(), 1))
+        clock.write()
     if job.evaluation is not None:
         result["eval"] = evaluate_task(tasker, job.evaluation, settings.batch_size)
     if job.test is not None:
         result["test"] = evaluate_task(tasker, job.test, settings.batch_size)
-    _write_task_directory(job, training.saved, info, result)
+    _write_task_directory(job, training.saved, info, schedule, result)
     return result
 
 
@@ -375,7 +505,7 @@ def _dataset_inputs(job, info):
     return make_tokenizer(vocabulary, lowercase=info.lowercase), special_ids(vocabulary), options
 
 
-def _steps_per_epoch(job):
+def _steps_per_pass(job):
     return max(1, math.ceil(len(job.train) / job.settings.batch_size))
 
 
@@ -390,7 +520,7 @@ def _classifier_training(job, encoder, info):
     label_ids = [job.labels.index(label) for label in job.train.labels]
     return _TaskTraining(
         model=model, saved=model, dataset=text_dataset(job.train, tokenizer, ids, label_ids=label_ids, **options),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_epoch=_steps_per_epoch(job),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_pass=_steps_per_pass(job),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
 
@@ -405,7 +535,7 @@ def _tagger_training(job, encoder, info):
     return _TaskTraining(
         model=model, saved=model, dataset=tag_dataset(job.train, tokenizer, ids, tag_index=tag_index, **options),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight"),
-        steps_per_epoch=_steps_per_epoch(job),
+        steps_per_pass=_steps_per_pass(job),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="tag_accuracy")],
     )
 
@@ -433,61 +563,85 @@ def _similarity_training(job, encoder, info):
     if settings.contrastive:
         return _TaskTraining(model=model, saved=saved, dataset=dataset,
                              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                             steps_per_epoch=max(1, len(train) // settings.batch_size))
+                             steps_per_pass=max(1, len(train) // settings.batch_size))
     return _TaskTraining(model=model, saved=saved, dataset=dataset, loss=keras.losses.MeanSquaredError(),
-                         steps_per_epoch=_steps_per_epoch(job))
+                         steps_per_pass=_steps_per_pass(job))
 
 
-def _compile(training, settings):
-    """AdamW with warmup over the whole run, the task's loss and metrics."""
-    total_steps = training.steps_per_epoch * settings.epochs
-    optimizer = make_optimizer(settings.learning_rate, total_steps, max(1, int(settings.warmup_fraction * total_steps)),
+def _compile(training, settings, schedule):
+    """AdamW with warmup and decay over the whole run (by steps, or under a time budget a
+    plain rate that the `TrainingClock` sets), the task's loss and metrics."""
+    optimizer = make_optimizer(schedule.learning_rate, schedule.total_steps, schedule.warmup_steps,
                                settings.weight_decay)
     training.model.compile(optimizer=optimizer, loss=training.loss, metrics=training.metrics,
                            weighted_metrics=training.weighted_metrics, jit_compile=settings.jit_compile)
 
 
-def _callbacks(job, training, tasker):
-    """The stop on a non-finite loss, per-epoch evaluation with early stopping (when there is
-    an evaluation set) and the CSV log."""
-    callbacks = [StopOnNonFiniteLoss(training.steps_per_epoch)]
+def _budget_clock(job, schedule):
+    """The `TrainingClock` that drives the rate and the stop of a time-budget run (None for
+    a run by passes); it writes OUT/progress.json."""
+    if schedule.budget_seconds is None:
+        return None
+    return TrainingClock(os.path.join(job.out, PROGRESS_FILE), schedule.budget_seconds, schedule.learning_rate,
+                         job.settings.warmup_fraction, extra={"time_budget": job.settings.time_budget})
+
+
+def _warmed_up(training, schedule, clock):
+    """A test of whether the warmup is over: by steps, or by the time spent under a budget."""
+    if clock is not None:
+        return lambda: clock.elapsed() >= clock.warmup * clock.budget_seconds
+    return lambda: int(training.model.optimizer.iterations.numpy()) >= schedule.warmup_steps
+
+
+def _callbacks(job, training, schedule, tasker, clock):
+    """The time-budget clock, the stop on a non-finite loss, per-epoch evaluation with early
+    stopping after the warmup (when there is an evaluation set) and the CSV log."""
+    callbacks = [] if clock is None else [clock]
+    callbacks.append(StopOnNonFiniteLoss(schedule.steps_per_epoch))
     if job.evaluation is not None:
         task = job.settings.task
         monitor = f"eval_{PRIMARY_METRIC[task]}"
         if task == "similarity" and job.evaluation.labels is None:
             monitor = "eval_retrieval_accuracy"
         callbacks += [
-            _EvaluateEachEpoch(tasker, job.evaluation, job.settings.batch_size),
-            keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=job.settings.patience,
-                                          restore_best_weights=True, verbose=1 if job.verbose else 0),
+            _EvaluateEachEpoch(tasker, job.evaluation, job.settings.batch_size, clock),
+            EarlyStoppingAfterWarmup(_warmed_up(training, schedule, clock), monitor=monitor, mode="max",
+                                      patience=schedule.patience, restore_best_weights=True,
+                                      verbose=1 if job.verbose else 0),
         ]
     callbacks.append(keras.callbacks.CSVLogger(os.path.join(job.out, METRICS_FILE)))
     return callbacks
 
 
-def _fit(job, training, callbacks):
-    """Trains; returns the Keras history dict and the seconds it took."""
+def _fit(job, training, schedule, callbacks):
+    """Trains; returns the Keras history dict and the seconds it took. The batches repeat, so
+    one iterator serves the whole run (each pass reshuffles)."""
     settings = job.settings
     if job.verbose:
         origin = "random initialisation" if settings.random_init else f"the encoder of {job.run_dir}"
+        if schedule.budget_seconds is not None:
+            length = f"a {settings.time_budget:g}-minute budget in epochs of {schedule.steps_per_epoch} steps"
+        else:
+            length = f"{schedule.epochs} epochs of {schedule.steps_per_epoch} steps"
         print(f"fine-tuning {settings.task} ({training.model.count_params():,} parameters) from {origin}: "
-              f"{len(job.train)} training examples, {settings.epochs} epochs of {training.steps_per_epoch} steps",
+              f"{len(job.train)} training examples, {length}, peak learning rate {schedule.learning_rate:.3g}",
               flush=True)
     start = time.time()
     try:
         with tf_data_fit():
-            history = training.model.fit(training.dataset, epochs=settings.epochs, callbacks=callbacks,
-                                         verbose=job.verbose)
+            history = training.model.fit(training.dataset.repeat(), steps_per_epoch=schedule.steps_per_epoch,
+                                         epochs=schedule.epochs, callbacks=callbacks, verbose=job.verbose)
     except NonFiniteLossError:
         raise NonFiniteLossError(NON_FINITE_LOSS_MESSAGE) from None
     return history.history, time.time() - start
 
 
-def _write_task_directory(job, saved, info, result):
+def _write_task_directory(job, saved, info, schedule, result):
     """vocab.txt, model.keras and task.json, each whole or not at all; task.json last, as
     its presence marks a finished model."""
     record = dataclasses.asdict(info)
-    record.update(source_run=os.path.abspath(job.run_dir), settings=dataclasses.asdict(job.settings), metrics=result)
+    record.update(source_run=os.path.abspath(job.run_dir), settings=dataclasses.asdict(job.settings),
+                  schedule=dataclasses.asdict(schedule), metrics=result)
     replace_atomically(os.path.join(job.out, VOCAB_FILE), lambda tmp: save_vocabulary(job.run.vocabulary, tmp))
     replace_atomically(os.path.join(job.out, MODEL_FILE), saved.save)
     write_json_atomically(os.path.join(job.out, TASK_FILE), record)
