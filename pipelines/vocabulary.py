@@ -27,6 +27,14 @@ VOCABULARY_METHODS = ("fast", "keras-nlp")
 
 CONTINUATION_PREFIX = "##"
 
+#: TF Text's in-graph WordPiece tokenizer refuses a vocabulary holding a token longer than
+#: this many UTF-8 bytes (not counting the `##` prefix).
+MAX_TOKEN_BYTES = 256
+
+#: The in-graph tokenizer maps a word longer than this many UTF-8 bytes to `[UNK]`, so a
+#: learned piece longer than this could never be matched.
+MAX_WORD_BYTES = 100
+
 # "[CLS]", "[unused12]" and the like: reserved entries of a vocabulary, never text (a
 # learned vocabulary cannot hold one: pre-tokenization splits "[" and "]" off every word).
 _MARKUP_TOKEN = re.compile(r"\[\w+\]")
@@ -88,12 +96,19 @@ def learn_vocabulary(
         )
     # Both trainers put the reserved tokens first; keep that an invariant, not a hope.
     # TF Text's learner can emit " " (NFKC turns a no-break space into a space after the
-    # split); such a token could never be matched, so it is dropped.
+    # split), and both learn pieces of long symbol runs (a table drawn in box characters)
+    # longer than any word the tokenizer splits; such tokens could never be matched.
     learned = [
         token for token in vocabulary
         if token not in SPECIAL_TOKENS and token and token == token.strip()
+        and _piece_bytes(token) <= MAX_WORD_BYTES
     ]
     return list(SPECIAL_TOKENS) + learned[: size - len(SPECIAL_TOKENS)]
+
+
+def _piece_bytes(token: str) -> int:
+    """The UTF-8 length of a vocabulary token without its `##` prefix."""
+    return len(token.removeprefix(CONTINUATION_PREFIX).encode("utf-8"))
 
 
 def _text_batches(documents: Iterable[str] | tf.data.Dataset) -> Iterator[list[str]]:
@@ -204,7 +219,8 @@ def never_predicted(vocabulary: list[str]) -> np.ndarray:
 
 
 def check_vocabulary(vocabulary: list[str], origin: str = "vocabulary") -> None:
-    """Checks that a vocabulary has every special token and no empty or repeated token.
+    """Checks that a vocabulary has every special token, no empty or repeated token and no
+    token longer than the in-graph tokenizer accepts (`MAX_TOKEN_BYTES`).
 
     Args:
         vocabulary: The tokens, in id order.
@@ -222,6 +238,12 @@ def check_vocabulary(vocabulary: list[str], origin: str = "vocabulary") -> None:
             raise ValueError(
                 f"{origin} has an invalid token {token!r} at id {index}; tokens must be "
                 "non-empty strings without surrounding whitespace"
+            )
+        if _piece_bytes(token) > MAX_TOKEN_BYTES:
+            raise ValueError(
+                f"{origin} line {index + 1} (id {index}) holds a token of {_piece_bytes(token)} UTF-8 bytes "
+                f"({token[:12] + '...'!r}); the WordPiece tokenizer accepts at most "
+                f"{MAX_TOKEN_BYTES} bytes per token (not counting '##'): shorten or remove it"
             )
         if token in seen:
             raise ValueError(
@@ -265,7 +287,7 @@ def load_vocabulary(path: str) -> list[str]:
 
     Raises:
         FileNotFoundError: If `path` does not exist.
-        ValueError: If a special token is missing or a token is empty or repeated.
+        ValueError: If a special token is missing or a token is empty, repeated or too long.
 
     Example:
         >>> save_vocabulary(list(SPECIAL_TOKENS) + ["hello"], "/tmp/kmlm_doc/vocab.txt")
@@ -294,7 +316,7 @@ def resolve_vocabulary(vocabulary: list[str] | str) -> list[str]:
 
     Raises:
         FileNotFoundError: If a vocabulary path does not exist.
-        ValueError: If a special token is missing or a token is empty or repeated.
+        ValueError: If a special token is missing or a token is empty, repeated or too long.
 
     Example:
         >>> resolve_vocabulary(list(SPECIAL_TOKENS) + ["hello"])[-1]

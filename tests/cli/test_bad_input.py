@@ -60,6 +60,18 @@ def test_invalid_utf8_is_replaced_and_counted_not_fatal(tmp_path, capsys):
     assert out.strip().splitlines()[-1] == "replaced 4 invalid UTF-8 sequences in the corpus"
 
 
+def test_vocab_file_with_a_token_too_long_for_the_tokenizer(tmp_path, capsys):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "─" * 86]) + "\n",
+                     encoding="utf-8")
+    message = _error(["pretrain", "--vocab", str(vocab), "--out", str(tmp_path / "run")], capsys)
+    assert message == (
+        f"vocabulary {str(vocab)!r} line 7 (id 6) holds a token of 258 UTF-8 bytes ('────────────...'); "
+        "the WordPiece tokenizer accepts at most 256 bytes per token (not counting '##'): shorten or remove it"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_vocabulary_that_does_not_match_the_model(run_copy, capsys):
     with open(run_copy / "vocab.txt", "a", encoding="utf-8") as file:
         file.write("extra\n")

@@ -105,6 +105,25 @@ def test_chinese_corpus_end_to_end(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_text_with_box_drawing_emoji_and_symbols_trains(tmp_path, capsys):
+    """A table drawn in box characters (rows of 86 symbols, longer than the tokenizer accepts
+    as one token) once crashed pretraining right after the vocabulary was learned."""
+    from tests.pipelines.test_vocabulary import SYMBOLS
+
+    corpus = write_corpus(tmp_path / "table.txt", SYMBOLS + ENGLISH[:40])
+    out = tmp_path / "run"
+    code, _, err = _run(["pretrain", "--corpus", corpus, "--steps", "4", "--out", str(out), "--quiet",
+                         *TINY[:-2], "--log-points", "1", "--eval-batches", "0", "--no-jit"], capsys)
+    assert code == 0, err
+    tokens = (out / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert {"─", "😀", "★", "∑"} <= set(tokens)
+    assert max(len(token.removeprefix("##").encode()) for token in tokens) <= 100
+    assert (out / "model.keras").exists()
+    code, stdout, err = _run(["fill-mask", str(out), "表格 [MASK] 😀", "--json"], capsys)
+    assert code == 0, err
+
+
+@pytest.mark.slow
 def test_vocab_command(tmp_path, capsys):
     corpus = write_corpus(tmp_path / "c.txt", ENGLISH)
     out = str(tmp_path / "vocab.txt")

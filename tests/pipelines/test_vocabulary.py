@@ -83,6 +83,26 @@ def test_keras_nlp_method_gives_a_valid_vocabulary():
     assert set(CHINESE) - {"。"} <= set(vocabulary)
 
 
+# A table drawn in box characters (one row of 86 symbols, 258 UTF-8 bytes), emoji and symbols.
+TABLE_ROW = "├" + "─" * 40 + "┼" + "─" * 43 + "┤"
+SYMBOLS = [
+    f"第{i}行 数据 {TABLE_ROW}\n表格 {TABLE_ROW} 😀🎉✨ ★☆ ∑∫√ ━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━"
+    for i in range(60)
+]
+
+
+@pytest.mark.parametrize("method", ["fast", "keras-nlp"])
+def test_long_symbol_runs_give_only_tokens_the_tokenizer_accepts(method):
+    vocabulary = learn_vocabulary(SYMBOLS, 200, method=method)
+    longest = max(len(token.removeprefix("##").encode("utf-8")) for token in vocabulary)
+    assert longest <= 100  # the tokenizer maps longer words to [UNK]; TF Text refuses > 256
+    tokenizer = make_tokenizer(vocabulary)  # TF Text builds its lookup from every token
+    ids = tokenize(tokenizer, [SYMBOLS[0]]).flat_values.numpy()
+    pieces = [vocabulary[i] for i in ids]
+    assert pieces[:4] == ["第", "0", "行", "数"]
+    assert "[UNK]" in pieces  # the 258-byte row is one word the tokenizer cannot split
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -124,6 +144,10 @@ def test_loading_a_missing_file_names_it(tmp_path, monkeypatch):
         (list(SPECIAL_TOKENS) + ["hello", "world", "hello"],
          "vocabulary 'x/vocab.txt' repeats the token 'hello' (ids 5 and 7); every token must "
          "appear once"),
+        (list(SPECIAL_TOKENS) + ["hello", "##" + "─" * 86],
+         "vocabulary 'x/vocab.txt' line 7 (id 6) holds a token of 258 UTF-8 bytes ('##──────────...'); "
+         "the WordPiece tokenizer accepts at most 256 bytes per token (not counting '##'): shorten or "
+         "remove it"),
         (list(SPECIAL_TOKENS) + ["hello", "", "world"],
          "vocabulary 'x/vocab.txt' has an invalid token '' at id 6; tokens must be non-empty "
          "strings without surrounding whitespace"),
