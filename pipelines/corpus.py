@@ -14,6 +14,7 @@ Source strings (the same for the CLI's `--corpus` and the Python API):
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import glob
 import gzip
@@ -22,8 +23,10 @@ import json
 import logging
 import os
 import platform
+import stat
 import sysconfig
 import threading
+import zlib
 
 import tensorflow as tf
 
@@ -196,6 +199,9 @@ def _resolve_paths(source: str) -> list[str]:
             )
     elif os.path.isfile(source):
         paths = [source]
+    elif os.path.exists(source):
+        raise ValueError(f"corpus {source!r} is {_file_kind(source)}, not a file or directory: a corpus is read "
+                         "more than once (vocabulary, split, epochs); save the text to a file first")
     else:
         raise FileNotFoundError(f"corpus {source!r} does not exist; {_SOURCE_HINT}")
     for path in paths:
@@ -210,9 +216,21 @@ def _resolve_paths(source: str) -> list[str]:
     return paths
 
 
+def _file_kind(path: str) -> str:
+    """What a path that is neither a regular file nor a directory is, e.g. "a named pipe (FIFO)"."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
+
+
 def _check_not_binary(path: str) -> None:
     """Raises for a file whose start holds NUL bytes (an image, archive, UTF-16 text...)."""
-    with _open_text_file(path) as file:
+    with _gzip_checked(path), _open_text_file(path) as file:
         head = file.read(1 << 13)
     offset = head.find(b"\x00")
     if offset >= 0:
@@ -241,7 +259,7 @@ def _open_text_file(path: str):
 def _check_has_text(source: str, paths: list[str]) -> None:
     """Raises unless some file holds a non-whitespace character (reads only that far)."""
     for path in paths:
-        with _open_text_file(path) as file:
+        with _gzip_checked(path), _open_text_file(path) as file:
             while chunk := file.read(1 << 16):
                 if chunk.decode("utf-8", errors="replace").strip():
                     return
@@ -269,7 +287,7 @@ def _read_documents(paths: list[str], one_per_line: bool, stats: CorpusStats):
         replaced = 0
         lines: list[str] = []
         size = 0
-        with _open_text_file(path) as file:
+        with _gzip_checked(path), _open_text_file(path) as file:
             for raw in _read_line_pieces(file):
                 line, bad = _decode_line(raw)
                 replaced += bad
@@ -291,6 +309,17 @@ def _read_documents(paths: list[str], one_per_line: bool, stats: CorpusStats):
         stats._record(path, replaced)
     if batch:
         yield batch
+
+
+@contextlib.contextmanager
+def _gzip_checked(path: str):
+    """Reports a truncated or corrupted gzip stream read inside the block by the file's name."""
+    try:
+        yield
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(
+            f"corpus file {path!r} is a truncated or corrupted gzip file ({error}); copy or compress it again"
+        ) from None
 
 
 def _read_line_pieces(file, limit: int = _MAX_READ_BYTES):

@@ -81,9 +81,8 @@ def learn_vocabulary(
     """
     if not isinstance(size, int) or isinstance(size, bool) or size < MIN_VOCABULARY_SIZE:
         raise ValueError(
-            f"vocabulary size {size!r} is too small; use at least {MIN_VOCABULARY_SIZE} "
-            f"(the {len(SPECIAL_TOKENS)} special tokens plus the corpus' characters), "
-            "e.g. --size 8192"
+            f"vocabulary size {size!r} is too small; kmlm learns vocabularies of at least "
+            f"{MIN_VOCABULARY_SIZE} tokens (a fixed minimum, whatever the corpus), e.g. --size 8192"
         )
     if method == "fast":
         vocabulary = _learn_with_tokenizers(documents, size, lowercase)
@@ -294,6 +293,11 @@ def load_vocabulary(path: str) -> list[str]:
         >>> load_vocabulary("/tmp/kmlm_doc/vocab.txt")[-1]
         'hello'
     """
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"vocabulary file {path!r} is a directory; give the vocabulary file itself (one token per "
+            f"line), e.g. {os.path.join(path, 'vocab.txt')}"
+        )
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"vocabulary file {path!r} does not exist; create one with "

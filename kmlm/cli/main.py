@@ -6,6 +6,7 @@ serving.py, wordvec.py, tasks.py, interop.py); kmlm/cli/options.py holds what th
 """
 
 import os
+import re
 import sys
 
 from kmlm import __version__
@@ -65,8 +66,27 @@ def import_tensorflow_quietly(show_logs=False):
         os.close(devnull)
 
 
+# How TensorFlow reports a Python exception raised inside tf.data (a corpus reader, say).
+_WRAPPED_PYTHON_ERROR = re.compile(r"\{\{function_node [^}]*\}\}\s*(\w+): (.+)")
+
+
+def _input_error_inside_tensorflow(error):
+    """The message of a bad-input error that TensorFlow wrapped in an op error, or None."""
+    tensorflow = sys.modules.get("tensorflow")
+    if tensorflow is None or not isinstance(error, tensorflow.errors.OpError):
+        return None
+    lines = (error.message or "").strip().splitlines()
+    match = _WRAPPED_PYTHON_ERROR.match(lines[0]) if lines else None
+    if match and match.group(1) in {kind.__name__ for kind in INPUT_ERRORS}:
+        return match.group(2)
+    return None
+
+
 def one_line(error):
     """The one-line message of a command's `error`; unexpected errors also name their type."""
+    inner = _input_error_inside_tensorflow(error)
+    if inner is not None:
+        return inner
     lines = str(error).strip().splitlines()
     message = lines[0] if lines else type(error).__name__
     if not isinstance(error, INPUT_ERRORS):

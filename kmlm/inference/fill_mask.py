@@ -51,7 +51,10 @@ class FillMask(MaskedLMPredictor):
         ids = [self.ids.cls] + pieces + [self.ids.sep]
         positions = [i for i, token in enumerate(ids) if token == self.ids.mask]
         if not positions:
-            raise ValueError(f"text has no [MASK] token: {text!r}; write [MASK] where a word should be predicted")
+            hint = "the mask token is upper case: " if "[mask]" in text.lower() else ""
+            raise ValueError(
+                f"text has no [MASK] token: {text!r}; {hint}write [MASK] where a word should be predicted"
+            )
         if len(ids) > self.max_length:
             raise ValueError(
                 f"text is {len(ids)} tokens long, more than the model's {self.max_length}; shorten it"

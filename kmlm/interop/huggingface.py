@@ -60,9 +60,10 @@ def read_hf_config(hf_dir):
     config = read_json(path)
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
+        architectures = config.get("architectures")
+        named = f" ({', '.join(architectures)})" if architectures else ""
         raise ValueError(
-            f"unsupported architecture: model_type={model_type!r} "
-            f"({', '.join(config.get('architectures') or ['?'])}); kmlm converts "
+            f"unsupported architecture: model_type={model_type!r}{named}; kmlm converts "
             f"{', '.join(SUPPORTED_MODEL_TYPES)} checkpoints only"
         )
     checks = (
@@ -107,7 +108,7 @@ class _Checkpoint:
     """Read access to the tensors of `model.safetensors` (or a sharded set with an index)."""
 
     def __init__(self, hf_dir):
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         single = os.path.join(hf_dir, WEIGHTS_FILE)
         index = os.path.join(hf_dir, WEIGHTS_INDEX_FILE)
@@ -124,7 +125,11 @@ class _Checkpoint:
             )
         self._files = {}
         for path in files:
-            handle = safe_open(path, framework="numpy")
+            try:
+                handle = safe_open(path, framework="numpy")
+            except SafetensorError as error:
+                raise ValueError(f"{path!r} is not a readable safetensors file ({error}); it is damaged or "
+                                 "incomplete: download it again") from None
             for key in handle.keys():
                 self._files[key] = (path, handle)
         self.used = set()

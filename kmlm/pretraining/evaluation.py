@@ -73,16 +73,22 @@ def evaluate_masked_lm(model, dataset, max_batches=None, verbose=1):
         dataset = dataset.take(max_batches)
     progress = keras.utils.Progbar(None, verbose=verbose, unit_name="batch")
     total_loss = total_correct = total_weight = 0.0
-    batches = 0
+    batches = tokens = 0
     for features, mask_ids, mask_weights in dataset:
+        tokens += int(tf.math.count_nonzero(features["document_ids"]))
         loss, correct, weight = (float(v) for v in batch_totals(features, mask_ids, mask_weights))
         total_loss += loss
         total_correct += correct
         total_weight += weight
         batches += 1
         progress.update(batches)
+    if batches == 0:
+        raise ValueError("the evaluation text is empty: no document reached the evaluation (a held-out split "
+                         "of identical documents holds none); evaluate with --corpus on other text")
     if total_weight == 0:
-        raise ValueError("the evaluation text produced no masked tokens; give a corpus with more text")
+        raise ValueError(f"none of the {tokens} tokens of the evaluation text can be masked: all are [CLS], "
+                         "[SEP] or [UNK] (the run's vocabulary does not cover this text); evaluate on text like "
+                         "the training corpus")
     mean_loss = total_loss / total_weight
     return {
         "masked_accuracy": total_correct / total_weight,

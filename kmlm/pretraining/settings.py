@@ -136,6 +136,8 @@ class PretrainSettings:
             if self.distribution == "multi-worker":
                 raise ValueError("--time-budget runs on one machine (workers would stop at different steps); "
                                  "use --steps with --strategy multi-worker")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"--warmup-steps {self.warmup_steps} must be 0 or more (0: no warmup), e.g. 100")
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"--warmup {self.warmup} must be a share of the run in [0, 1), e.g. 0.1")
         if self.lr_schedule not in SCHEDULES:

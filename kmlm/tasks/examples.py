@@ -101,7 +101,8 @@ def _file_rows(path):
     if os.path.isdir(path):
         raise IsADirectoryError(f"examples source {path!r} is a directory; pass a .jsonl, .csv or .tsv file")
     suffix = os.path.splitext(path)[1].lower()
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    # utf-8-sig: spreadsheet tools start CSV files with a byte-order mark.
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
         if suffix in (".csv", ".tsv"):
             reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
             return [dict(row) for row in reader]

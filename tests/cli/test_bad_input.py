@@ -214,3 +214,95 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(tiny_run, 
 def test_old_distribution_flag_still_works(tmp_path, capsys):
     message = _error(["pretrain", "--distribution", "multi-worker", "--out", str(tmp_path / "r")], capsys)
     assert message.startswith("--strategy multi-worker needs --vocab FILE")
+
+
+# --- messages that once misled ------------------------------------------------------------
+
+
+def test_negative_warmup_steps(tmp_path, capsys):
+    message = _error(["pretrain", "--warmup-steps", "-3", "--steps", "10", "--out", str(tmp_path / "r")], capsys)
+    assert message == "--warmup-steps -3 must be 0 or more (0: no warmup), e.g. 100"
+    assert not (tmp_path / "r").exists()
+
+
+def test_vocabulary_size_below_the_fixed_minimum(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "a.txt", ["a a a"])  # one character: the floor is fixed, not the corpus'
+    message = _error(["vocab", "--corpus", corpus, "--size", "100", "--out", str(tmp_path / "v.txt")], capsys)
+    assert message == ("vocabulary size 100 is too small; kmlm learns vocabularies of at least 128 tokens "
+                       "(a fixed minimum, whatever the corpus), e.g. --size 8192")
+
+
+def test_a_named_pipe_as_corpus(tmp_path, capsys):
+    fifo = tmp_path / "stream.txt"
+    os.mkfifo(fifo)
+    message = _error(["pretrain", "--corpus", str(fifo), "--out", str(tmp_path / "r")], capsys)
+    assert message == (
+        f"corpus {str(fifo)!r} is a named pipe (FIFO), not a file or directory: a corpus is read more than once "
+        "(vocabulary, split, epochs); save the text to a file first"
+    )
+
+
+def test_a_directory_as_vocab(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "c.txt", ENGLISH)
+    (tmp_path / "vocabs").mkdir()
+    message = _error(["pretrain", "--corpus", corpus, "--vocab", str(tmp_path / "vocabs"),
+                      "--out", str(tmp_path / "r")], capsys)
+    assert message == (
+        f"vocabulary file {str(tmp_path / 'vocabs')!r} is a directory; give the vocabulary file itself (one token "
+        f"per line), e.g. {str(tmp_path / 'vocabs' / 'vocab.txt')}"
+    )
+
+
+@pytest.mark.parametrize("copies", [4, 40])  # the cut inside the first 8 KiB checked, or later inside tf.data
+def test_a_truncated_gzip_corpus(copies, tmp_path, capsys):
+    import gzip
+
+    data = gzip.compress(("\n\n".join(ENGLISH) + "\n").encode() * copies)
+    corpus = tmp_path / "corpus.txt.gz"
+    corpus.write_bytes(data[: len(data) // 2])  # what an interrupted copy leaves
+    message = _error(["vocab", "--corpus", str(corpus), "--size", "200", "--out", str(tmp_path / "v.txt")], capsys)
+    assert message == (
+        f"corpus file {str(corpus)!r} is a truncated or corrupted gzip file (Compressed file ended before the "
+        "end-of-stream marker was reached); copy or compress it again"
+    )
+    assert not (tmp_path / "v.txt").exists()
+
+
+def _hf_directory(path, **changes):
+    config = {"model_type": "bert", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "intermediate_size": 16, **changes}
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcde"]) + "\n")
+    return path
+
+
+def test_a_safetensors_file_with_a_garbage_header(tmp_path, capsys):
+    hf = _hf_directory(tmp_path / "hf")
+    (hf / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage header}")
+    message = _error(["convert", str(hf), "--out", str(tmp_path / "r")], capsys)
+    assert message == (
+        f"{str(hf / 'model.safetensors')!r} is not a readable safetensors file (Error while deserializing header: "
+        "invalid JSON in header: key must be a string at line 1 column 2); it is damaged or incomplete: "
+        "download it again"
+    )
+
+
+@pytest.mark.parametrize("architectures, named", [(None, ""), (["RobertaForMaskedLM"], " (RobertaForMaskedLM)")])
+def test_an_unsupported_model_type(architectures, named, tmp_path, capsys):
+    hf = _hf_directory(tmp_path / "hf", model_type="roberta", architectures=architectures)
+    message = _error(["convert", str(hf), "--out", str(tmp_path / "r")], capsys)
+    assert message == f"unsupported architecture: model_type='roberta'{named}; kmlm converts bert checkpoints only"
+
+
+def test_fill_mask_with_a_lower_case_mask(tiny_run, capsys):
+    message = _error(["fill-mask", tiny_run, "[mask] sat on the mat"], capsys)
+    assert message == ("text has no [MASK] token: '[mask] sat on the mat'; the mask token is upper case: "
+                       "write [MASK] where a word should be predicted")
+
+
+def test_evaluate_on_text_the_vocabulary_does_not_cover(tiny_run, tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "same.txt", ["zebra quokka"] * 50)  # no piece of either word is in the vocabulary
+    message = _error(["evaluate", tiny_run, "--corpus", corpus], capsys)
+    assert message == ("none of the 200 tokens of the evaluation text can be masked: all are [CLS], [SEP] or [UNK] "
+                       "(the run's vocabulary does not cover this text); evaluate on text like the training corpus")

@@ -106,8 +106,8 @@ def test_long_symbol_runs_give_only_tokens_the_tokenizer_accepts(method):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"size": 20}, "vocabulary size 20 is too small; use at least 128 (the 5 special "
-         "tokens plus the corpus' characters), e.g. --size 8192"),
+        ({"size": 20}, "vocabulary size 20 is too small; kmlm learns vocabularies of at least 128 "
+         "tokens (a fixed minimum, whatever the corpus), e.g. --size 8192"),
         ({"size": 500, "method": "bpe"},
          "unknown vocabulary method 'bpe'; use one of 'fast', 'keras-nlp'"),
     ],
