@@ -10,8 +10,10 @@ replacement ever produces one.
 
 from __future__ import annotations
 
+import collections
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -39,6 +41,10 @@ MAX_WORD_BYTES = 100
 # learned vocabulary cannot hold one: pre-tokenization splits "[" and "]" off every word).
 _MARKUP_TOKEN = re.compile(r"\[\w+\]")
 
+# CJK ideographs: the tokenizers split around each one, so none ever continues a word.
+_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+               (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+
 # How many documents travel together from a tf.data corpus into the trainers.
 _STREAM_BATCH = 1024
 
@@ -55,8 +61,10 @@ def learn_vocabulary(
     Text is normalized as `make_tokenizer` normalizes it in the graph: with
     `lowercase=True` accents are stripped and text is lowercased (BERT "uncased"); every
     CJK character is a word of its own; words split on whitespace and punctuation. Pieces
-    that continue a word carry the `##` prefix. The documents are streamed once, so a corpus
-    larger than memory is fine.
+    that continue a word carry the `##` prefix. The documents are streamed (twice with
+    `method="fast"`: characters first, then words), so a corpus larger than memory is fine;
+    an iterator that can be read only once is held in memory. The same documents give the
+    same vocabulary, token for token, in every process.
 
     Args:
         documents: Python strings, or a `tf.data.Dataset` of scalar `tf.string` documents
@@ -131,8 +139,38 @@ def _text_batches(documents: Iterable[str] | tf.data.Dataset) -> Iterator[list[s
         yield batch
 
 
+def _is_a_word_of_its_own(char: str) -> bool:
+    """Whether BERT pre-tokenization always splits `char` off (whitespace, punctuation, CJK)."""
+    code = ord(char)
+    return (
+        char.isspace()
+        or 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126
+        or unicodedata.category(char).startswith("P")
+        or any(start <= code <= end for start, end in _CJK_RANGES)
+    )
+
+
+def _fixed_alphabet(documents, normalizer, limit: int) -> tuple[list[str], list[str]]:
+    """The `limit` most frequent characters of the normalized documents (ties by code
+    point), and the `##` pieces of those that can continue a word, sorted.
+
+    The Rust trainer creates `##` pieces in hash-map order and breaks ties between equally
+    frequent merges (and alphabet cuts) by id, so the same corpus gave different
+    vocabularies from run to run; pinning both before training makes every id fixed."""
+    counts = collections.Counter()
+    for batch in _text_batches(documents):
+        for text in batch:
+            counts.update(normalizer.normalize_str(text))
+    chars = sorted((c for c in counts if not c.isspace()), key=lambda c: (-counts[c], ord(c)))[:limit]
+    continuations = [CONTINUATION_PREFIX + c for c in sorted(chars) if not _is_a_word_of_its_own(c)]
+    return chars, continuations
+
+
 def _learn_with_tokenizers(documents, size: int, lowercase: bool) -> list[str]:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    if not isinstance(documents, tf.data.Dataset) and iter(documents) is documents:
+        documents = list(documents)  # read twice: once for the alphabet, once to learn
 
     tokenizer = Tokenizer(
         models.WordPiece(unk_token="[UNK]", continuing_subword_prefix=CONTINUATION_PREFIX)
@@ -148,13 +186,17 @@ def _learn_with_tokenizers(documents, size: int, lowercase: bool) -> list[str]:
         steps += [normalizers.NFKC(), normalizers.Lowercase()]
     tokenizer.normalizer = normalizers.Sequence(steps)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # Every character may need a `##` twin; keep the alphabet small enough that the two
+    # together never exceed the requested size.
+    alphabet, continuations = _fixed_alphabet(documents, tokenizer.normalizer, (size - len(SPECIAL_TOKENS)) // 2)
     trainer = trainers.WordPieceTrainer(
         vocab_size=size,
-        special_tokens=list(SPECIAL_TOKENS),
+        # Reserved first, the `##` pieces right after them: their ids no longer depend on
+        # the trainer's hash-map order.
+        special_tokens=list(SPECIAL_TOKENS) + continuations,
         continuing_subword_prefix=CONTINUATION_PREFIX,
-        # Every character may need a `##` twin; keep the alphabet small enough that the
-        # two together never exceed the requested size.
-        limit_alphabet=(size - len(SPECIAL_TOKENS)) // 2,
+        initial_alphabet=alphabet,
+        limit_alphabet=len(alphabet),
         show_progress=False,
     )
     tokenizer.train_from_iterator(_text_batches(documents), trainer)

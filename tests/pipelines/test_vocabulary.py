@@ -194,3 +194,32 @@ def test_a_learned_vocabulary_holds_no_reserved_tokens():
     masking and fill-mask treat a learned vocabulary exactly as before the reserved entries."""
     vocabulary = learn_vocabulary(MIXED + ["[unused0] [MASK] [x] brackets]"] * 20, 300)
     assert never_predicted(vocabulary).nonzero()[0].tolist() == list(range(len(SPECIAL_TOKENS)))
+
+
+@pytest.mark.slow
+def test_the_same_corpus_gives_the_same_vocabulary_file_in_every_process(tmp_path):
+    """The Rust trainer iterates hash maps (seeded per process); the vocabulary must not
+    depend on that order. Two processes with different hash seeds write identical bytes."""
+    import subprocess
+    import sys
+
+    files = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"vocab-{seed}.txt"
+        result = subprocess.run(
+            [sys.executable, "-m", "kmlm", "vocab", "--corpus", "builtin:python-docs", "--size", "3000",
+             "--out", str(out)],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        files.append(out.read_bytes())
+    assert files[0] == files[1]
+    assert len(files[0].decode("utf-8").splitlines()) == 3000
+
+
+def test_learning_twice_in_one_process_gives_the_same_order():
+    first, second = learn_vocabulary(MIXED * 3, 300), learn_vocabulary(MIXED * 3, 300)
+    assert first == second
+    # The `##` pieces of single characters come first, sorted, right after the special tokens.
+    pieces = [token for token in first[5:] if token.startswith("##") and len(token) == 3]
+    assert first[5:5 + len(pieces)] == sorted(pieces)
