@@ -5,6 +5,7 @@ The subcommands live in one module per command group (kmlm/cli/pretraining.py, i
 serving.py, wordvec.py, tasks.py, interop.py); kmlm/cli/options.py holds what they share.
 """
 
+import contextlib
 import os
 import re
 import sys
@@ -12,6 +13,7 @@ import sys
 from kmlm import __version__
 from kmlm.cli import inference, interop, pretraining, serving, tasks, wordvec
 from kmlm.cli.options import HelpFormatter, OneLineErrorParser
+from kmlm.output_lock import hold_output_directory
 
 # (command group, its subcommands) in the order `kmlm --help` lists them: the order in which
 # the commands joined kmlm, which users and scripts already know.
@@ -24,6 +26,9 @@ COMMAND_ORDER = (
     (interop, ("convert",)),
     (inference, ("score", "generate")),
 )
+
+# Commands that write a directory `--out`: two at once on one directory would mix their files.
+WRITING_COMMANDS = ("pretrain", "finetune", "word2vec", "glove")
 
 # Errors of bad input, reported as their message alone; anything else also names its type.
 INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
@@ -97,6 +102,14 @@ def one_line(error):
     return message
 
 
+def output_lock(args):
+    """The lock a command holds on its `--out` while it runs (none for commands that do not
+    write one, nor for multi-worker pretraining, whose workers share the directory)."""
+    if args.command not in WRITING_COMMANDS or getattr(args, "distribution", None) == "multi-worker":
+        return contextlib.nullcontext()
+    return hold_output_directory(args.out, args.command)
+
+
 def _with_debug_first(argv):
     """`argv` with `--debug` moved in front: a global flag that reads naturally anywhere before `--`."""
     end = argv.index("--") if "--" in argv else len(argv)
@@ -113,7 +126,8 @@ def main(argv=None):
     debug = args.debug or bool(os.environ.get("KMLM_DEBUG"))
     import_tensorflow_quietly(show_logs=debug)
     try:
-        args.run(args)
+        with output_lock(args):
+            args.run(args)
     except Exception as error:  # one line on stderr; the traceback only with --debug
         if debug:
             raise
