@@ -17,6 +17,7 @@ Versions are never overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import types
@@ -32,6 +33,9 @@ from kmlm.serving.client import grpc_predict_request
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 TEMP_PREFIX = ".kmlm-export-"
+# `.kmlm-version-N`, a symlink to the exporting pid: the claim of version N while it is renamed
+# into place (creating a symlink is atomic and fails when the name exists).
+CLAIM_PREFIX = ".kmlm-version-"
 
 
 class ExportModule(tf.Module):
@@ -116,9 +120,9 @@ class ExportModule(tf.Module):
             raise NotADirectoryError(f"--out {base_dir!r} is a file; pass a directory to hold the versions")
         os.makedirs(base_dir, exist_ok=True)
         _remove_abandoned_exports(base_dir)
-        version = int(version) if version is not None else max(existing_versions(base_dir), default=0) + 1
-        final = os.path.join(base_dir, str(version))
-        if os.path.exists(final):
+        explicit = version is not None
+        version = int(version) if explicit else max(existing_versions(base_dir), default=0) + 1
+        if os.path.exists(os.path.join(base_dir, str(version))):
             raise _version_exists_error(base_dir, version)
         model_name = model_name or os.path.basename(os.path.normpath(os.path.abspath(base_dir)))
         temp = os.path.join(base_dir, f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -126,9 +130,12 @@ class ExportModule(tf.Module):
             tf.saved_model.save(self, temp, signatures=self.signatures())
             ops = audit_saved_model(temp)
             write_warmup_requests(temp, self.warmup_requests(), model_name)
-            if os.path.exists(final):  # another export took this number meanwhile
-                raise _version_exists_error(base_dir, version)
-            os.rename(temp, final)
+            version, claim = _claim_version(base_dir, version, explicit)
+            final = os.path.join(base_dir, str(version))
+            try:
+                os.rename(temp, final)
+            finally:
+                os.remove(claim)
         finally:
             if os.path.exists(temp):
                 shutil.rmtree(temp, ignore_errors=True)
@@ -180,9 +187,41 @@ def write_warmup_requests(path, requests, model_name):
             writer.write(log.SerializeToString())
 
 
+def _claim_version(base_dir, version, explicit):
+    """Claims `version` of `base_dir` for this process, or (without an explicit --version) the
+    next free number after it, so that exports racing for one number end with two versions.
+
+    Returns (version, claim path); the caller renames its export into place and removes the claim.
+    A claimed number's directory must not exist: `os.rename` onto an existing empty directory
+    succeeds on Linux and would pass for a version that another writer made."""
+    while True:
+        claim = os.path.join(base_dir, f"{CLAIM_PREFIX}{version}")
+        try:
+            os.symlink(str(os.getpid()), claim)
+        except FileExistsError:
+            taken = True
+        else:
+            taken = os.path.lexists(os.path.join(base_dir, str(version)))
+            if taken:
+                os.remove(claim)
+        if not taken:
+            return version, claim
+        if explicit:
+            raise _version_exists_error(base_dir, version)
+        version += 1
+
+
 def _remove_abandoned_exports(base_dir):
-    """Removes temporary directories left by an export that was killed (its process is gone)."""
+    """Removes temporary directories and version claims left by an export that was killed
+    (its process is gone)."""
     for name in os.listdir(base_dir):
+        path = os.path.join(base_dir, name)
+        if name.startswith(CLAIM_PREFIX) and os.path.islink(path):
+            pid = os.readlink(path)
+            if pid.isdigit() and not _process_alive(int(pid)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            continue
         if not name.startswith(TEMP_PREFIX):
             continue
         pid = name[len(TEMP_PREFIX):].split("-")[0]

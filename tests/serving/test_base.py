@@ -110,3 +110,50 @@ def test_a_file_as_base_directory_is_refused(tmp_path):
     target.write_text("x")
     with pytest.raises(NotADirectoryError, match=f"--out {str(target)!r} is a file"):
         Scaling().write_version(str(target))
+
+
+_RACER = """
+import os, sys, time
+from tests.serving.test_base import Scaling
+base, line, racers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+module = Scaling()
+open(os.path.join(line, str(os.getpid())), "w").close()
+while len(os.listdir(line)) < racers:  # every racer leaves the line together
+    time.sleep(0.01)
+print(module.write_version(base)[1])
+"""
+
+
+def test_exports_racing_for_the_next_version_end_with_distinct_complete_versions(tmp_path):
+    import subprocess
+    import sys
+
+    base = str(tmp_path / "scaling")
+    Scaling().write_version(base)  # version 1 exists: the racers all aim for 2
+    line = tmp_path / "line"
+    line.mkdir()
+    racers = [subprocess.Popen([sys.executable, "-c", _RACER, base, str(line), "3"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=os.getcwd()) for _ in range(3)]
+    results = [racer.communicate(timeout=300) for racer in racers]
+    for racer, (_, err) in zip(racers, results):
+        assert racer.returncode == 0, err[-2000:]
+    versions = sorted(int(out.strip().splitlines()[-1]) for out, _ in results)
+    assert versions == [2, 3, 4]
+    assert sorted(os.listdir(base)) == ["1", "2", "3", "4"]  # no claim or temporary directory left
+    for version in versions:
+        folder = os.path.join(base, str(version))
+        assert tf.saved_model.load(folder).signatures["dense"](x=tf.ones([1, 3]))["y"].shape == (1, 2)
+        assert len(_read_warmup(folder)) == 2
+
+
+def test_a_version_claimed_by_a_live_export_is_skipped_and_a_dead_ones_claim_removed(tmp_path):
+    from kmlm.serving.base import CLAIM_PREFIX
+
+    base = tmp_path / "scaling"
+    base.mkdir()
+    os.symlink(str(os.getpid()), base / f"{CLAIM_PREFIX}1")  # a live export is renaming version 1 into place
+    os.symlink("999999999", base / f"{CLAIM_PREFIX}7")  # left by a killed export
+    assert Scaling().write_version(str(base))[1] == 2
+    assert sorted(os.listdir(base)) == sorted(["2", f"{CLAIM_PREFIX}1"])
+    with pytest.raises(ValueError, match="version 1 already exists"):
+        Scaling().write_version(str(base), version=1)
