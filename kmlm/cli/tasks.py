@@ -8,9 +8,10 @@ import json
 from kmlm.cli.options import add_command, add_quiet_option, add_subcommands, positive_float, positive_int
 
 TASK_HELP = ("classify: one text -> label; pair: two texts -> label; tag: words -> BIO tags; "
-             "similarity: sentence vectors whose cosine follows a score (or --contrastive)")
-SOURCE_HELP = (".jsonl/.csv/.tsv file (fields text, text_pair, label / tokens, tags) or "
-               "tfds:NAME[/CONFIG][:SPLIT], e.g. tfds:glue/sst2:validation")
+             "similarity: sentence vectors whose cosine follows a score (or --contrastive); "
+             "qa: the answer span of a question in a context")
+SOURCE_HELP = (".jsonl/.csv/.tsv file (fields text, text_pair, label / tokens, tags / question, context, answers), "
+               "a SQuAD .json file (qa), or tfds:NAME[/CONFIG][:SPLIT], e.g. tfds:glue/sst2:validation, tfds:squad")
 
 
 def add_commands(commands, names=None):
@@ -27,6 +28,9 @@ FINETUNE_DEFAULTS_HELP = {
     "5e-4 for mini, 1.7e-4 for base", "epochs": "enough passes for 400 optimizer steps, at least 3",
     "warmup_fraction": "0.1", "weight_decay": "0.01", "dropout": "0.1",
     "patience": "the epochs spanning 200 steps, at least 2", "pooling": "mean", "seed": "0",
+    "doc_stride": "128", "max_query_length": "64", "max_answer_length": "30",
+    "null_threshold": "0 with unanswerable training questions, tuned for the best F1 on --eval; none (always "
+    "answer) without",
 }
 
 
@@ -45,7 +49,7 @@ def add_finetune_command(commands):
                     "enough steps. Writes OUT/model.keras, task.json (labels, settings, the schedule used, "
                     "metrics), vocab.txt and metrics.csv (and progress.json under --time-budget).")
     ft.add_argument("run_dir", metavar="RUN_DIR", help="a pretrained run directory")
-    ft.add_argument("--task", required=True, choices=("classify", "pair", "tag", "similarity"), help=TASK_HELP)
+    ft.add_argument("--task", required=True, choices=("classify", "pair", "tag", "similarity", "qa"), help=TASK_HELP)
     ft.add_argument("--train", required=True, metavar="SRC", help="training examples: " + SOURCE_HELP)
     ft.add_argument("--eval", metavar="SRC", help="evaluation examples (early stopping, best epoch)")
     ft.add_argument("--test", metavar="SRC", help="test examples, scored once at the end")
@@ -70,6 +74,15 @@ def add_finetune_command(commands):
     ft.add_argument("--pooling", choices=("mean", "cls"), help="sentence vector (similarity)" + _default("pooling"))
     ft.add_argument("--contrastive", action="store_true",
                     help="similarity: in-batch negatives on (text, text_pair) pairs instead of score regression")
+    ft.add_argument("--doc-stride", type=positive_int,
+                    help="qa: context pieces between the starts of a long context's windows" + _default("doc_stride"))
+    ft.add_argument("--max-query-length", type=positive_int,
+                    help="qa: question pieces kept" + _default("max_query_length"))
+    ft.add_argument("--max-answer-length", type=positive_int,
+                    help="qa: longest answer in tokens" + _default("max_answer_length"))
+    ft.add_argument("--null-threshold", type=float,
+                    help="qa: answer nothing when the no-answer score exceeds the best span's by more than this"
+                         + _default("null_threshold"))
     ft.add_argument("--random-init", action="store_true",
                     help="start from a randomly initialised encoder of the same shape (to measure what "
                          "pretraining gives)")
@@ -87,9 +100,13 @@ def add_predict_command(commands):
     pr = add_command(
         commands, "predict", help="run a fine-tuned model on texts",
         description="Print the label (classify, pair), the per-word tags (tag: words split on whitespace) or the "
-                    "cosine similarity (similarity) for each TEXT.")
+                    "cosine similarity (similarity) for each TEXT; for qa the answer to --question in --context, "
+                    "its character span (end exclusive) and score.")
     pr.add_argument("model_dir", metavar="DIR", help="a directory written by `kmlm finetune`")
-    pr.add_argument("texts", metavar="TEXT", nargs="+", help="input texts")
+    pr.add_argument("texts", metavar="TEXT", nargs="*", help="input texts")
+    pr.add_argument("--question", metavar="Q", action="append", default=None, help="qa: a question (repeatable)")
+    pr.add_argument("--context", metavar="C", action="append", default=None,
+                    help="qa: the context of each --question (one, or one per question)")
     pr.add_argument("--pair", metavar="TEXT", nargs="+", default=None,
                     help="second texts, one per TEXT (pair, similarity)")
     pr.add_argument("--json", action="store_true", help="print JSON")
@@ -118,7 +135,8 @@ def add_embed_command(commands):
 # The options of `kmlm finetune` that are `FinetuneSettings` fields (under the field's name).
 SETTINGS_OPTIONS = ("task", "train", "eval", "test", "seq_len", "batch_size", "epochs", "time_budget",
                     "learning_rate", "warmup_fraction", "weight_decay", "dropout", "patience", "pooling",
-                    "contrastive", "random_init", "max_examples", "seed", "jit_compile")
+                    "contrastive", "random_init", "max_examples", "seed", "jit_compile", "doc_stride",
+                    "max_query_length", "max_answer_length", "null_threshold")
 
 
 def finetune_settings(args):
@@ -150,6 +168,13 @@ def _predict(args):
 
     tasker = Tasker.load(args.model_dir)
     info = tasker.info
+    if info.task == "qa":
+        _predict_answers(tasker, args)
+        return
+    if args.question or args.context:
+        raise ValueError(f"--question and --context are for qa models; {args.model_dir!r} is a {info.task} model")
+    if not args.texts:
+        raise ValueError("no TEXT given; pass the texts to predict on")
     if args.pair is not None and len(args.pair) != len(args.texts):
         raise ValueError(f"--pair has {len(args.pair)} texts for {len(args.texts)} TEXT arguments; give one each")
     if info.task in ("pair", "similarity") and args.pair is None:
@@ -178,6 +203,28 @@ def _predict(args):
             print(" ".join(f"{w}/{t}" for w, t in zip(result["words"], result["tags"])))
         else:
             print(f"{result['similarity']:.4f}\t{result['text']}\t{result['text_pair']}")
+
+
+def _predict_answers(tasker, args):
+    """`kmlm predict` of a qa model: one answer per --question."""
+    if args.texts:
+        raise ValueError("a qa model reads --question Q --context C, not TEXT arguments")
+    if not args.question or not args.context:
+        raise ValueError("a qa model needs --question Q and --context C")
+    contexts = args.context * len(args.question) if len(args.context) == 1 else args.context
+    if len(contexts) != len(args.question):
+        raise ValueError(f"{len(args.context)} --context for {len(args.question)} --question; give one context, "
+                         "or one per question")
+    results = []
+    for question, context, found in zip(args.question, contexts, tasker.answers(args.question, contexts)):
+        results.append({"question": question, "answer": found["answer"], "start": found["start"], "end": found["end"],
+                        "score": found["score"]})
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False, indent=2))
+        return
+    for result in results:
+        span = f"[{result['start']}, {result['end']})" if result["start"] >= 0 else "(no answer)"
+        print(f"{result['answer']}\t{span}\t{result['score']:.4f}\t{result['question']}")
 
 
 def _embed(args):

@@ -9,9 +9,11 @@ Signatures (all plain `tf.function`s, every output dense):
 | pair | same | `text`, `text_pair` [B] -> same |
 | tag | `tag_ids` [B, S], `tag_scores` [B, S] | `text` [B] (words split on whitespace) -> `words`, `tags` [B, W] string, `tag_scores` [B, W], `word_count` [B] |
 | similarity | `embedding` [B, H] | `text` [B] -> `embedding` [B, H]; signature `similarity`: `text`, `text_pair` -> `cosine` [B] |
+| qa | `start_logits`, `end_logits` [B, S] | `question`, `context` [B] -> `answer` [B] string, `start`, `end` [B] int32 (character offsets in the context, end exclusive; -1 for no answer), `score` [B] |
 
 W = S - 2 (a word needs at least one piece); padded words are "" with score 0. Words beyond
-the row's capacity get tag "O".
+the row's capacity get tag "O". A qa context longer than one row is read in windows of S
+tokens (`kmlm.tasks.qa`), as `kmlm predict` reads it.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import tensorflow as tf
 from kmlm.serving.base import ExportModule, check_version_free
 from kmlm.tasks.encoding import text_rows, to_dense, word_rows
 from kmlm.tasks.finetune import Tasker
+from kmlm.tasks.qa import WindowSettings, best_spans, dense_windows, qa_windows
 
 WARMUP_TEXTS = ("the first example text", "a second one")
+WARMUP_QUESTIONS = ("what is the example?", "which one?")
 
 
 @dataclasses.dataclass
@@ -61,7 +65,13 @@ class TaskServingModule(ExportModule):
         pair = tf.TensorSpec([None], tf.string, name="text_pair")
         self.add_signature("serving_default", self._serving_default, ids, ids, ids)
         task = tasker.info.task
-        if task == "pair":
+        if task == "qa":
+            info = tasker.info
+            self._windows = WindowSettings(seq_len=self._seq_len, doc_stride=info.doc_stride,
+                                           max_query_length=min(info.max_query_length, self._seq_len - 4))
+            self.add_signature("predict", self._predict_answer, tf.TensorSpec([None], tf.string, name="question"),
+                               tf.TensorSpec([None], tf.string, name="context"))
+        elif task == "pair":
             self.add_signature("predict", self._predict_pair, text, pair)
         elif task == "classify":
             self.add_signature("predict", self._predict_text, text)
@@ -76,7 +86,10 @@ class TaskServingModule(ExportModule):
         requests = [("serving_default", self.id_request([self._ids.cls, self._ids.sep]))]
         texts = np.array(WARMUP_TEXTS, object)
         two = {"text": texts, "text_pair": texts[::-1].copy()}
-        requests.append(("predict", two if self._info.task == "pair" else {"text": texts}))
+        if self._info.task == "qa":
+            requests.append(("predict", {"question": np.array(WARMUP_QUESTIONS, object), "context": texts}))
+        else:
+            requests.append(("predict", two if self._info.task == "pair" else {"text": texts}))
         if self._info.task == "similarity":
             requests.append(("similarity", two))
         return requests
@@ -94,6 +107,8 @@ class TaskServingModule(ExportModule):
         if self._info.task in ("classify", "pair"):
             scores, label_id = self._classify(outputs)
             return {"scores": scores, "label_id": label_id}
+        if self._info.task == "qa":
+            return {"start_logits": outputs["start_logits"], "end_logits": outputs["end_logits"]}
         if self._info.task == "tag":
             scores = tf.nn.softmax(tf.cast(outputs, tf.float32), axis=-1)
             return {"tag_ids": tf.argmax(scores, axis=-1, output_type=tf.int32), "tag_scores": tf.reduce_max(scores, -1)}
@@ -121,6 +136,14 @@ class TaskServingModule(ExportModule):
         a = tf.math.l2_normalize(tf.cast(self._model(self._encode_texts(text)), tf.float32), axis=-1)
         b = tf.math.l2_normalize(tf.cast(self._model(self._encode_texts(text_pair)), tf.float32), axis=-1)
         return {"cosine": tf.reduce_sum(a * b, axis=-1)}
+
+    def _predict_answer(self, question, context):
+        windows = qa_windows(self._keras.tokenizer, self._ids, question, context, self._windows)
+        features, starts, ends = dense_windows(windows, self._ids, self._seq_len)
+        logits = self._model(features)
+        found = best_spans(context, logits["start_logits"], logits["end_logits"], starts, ends, windows["example"],
+                           max_answer_length=self._info.max_answer_length, null_threshold=self._info.null_threshold)
+        return {name: found[name] for name in ("answer", "start", "end", "score")}
 
     def _predict_tags(self, text):
         words = tf.strings.split(text)[:, : self._max_words]

@@ -8,10 +8,15 @@ File fields (one JSON object per line, or a CSV/TSV header row):
 | pair | `text`, `text_pair`, `label` |
 | tag | `tokens`, `tags` (lists; in CSV/TSV space-separated strings) |
 | similarity | `text`, `text_pair`, `label` (a similarity score; optional with contrastive training) |
+| qa | `question`, `context`, `answers` (`{"text": [...], "answer_start": [...]}` or a list of `{"text", "answer_start"}`; empty, or `is_impossible` true, for no answer) |
+
+For qa a `.json` file may also be a SQuAD file (v1.1 or v2.0: `{"data": [{"paragraphs": [{"context",
+"qas": [{"question", "answers", "is_impossible"}]}]}]}`); `answer_start` counts characters.
 
 TFDS sources are `tfds:NAME[/CONFIG][:SPLIT]` (e.g. `tfds:imdb_reviews:test`,
 `tfds:glue/sst2:validation`, `tfds:conll2003`); the usual feature names are recognised
-(`sentence`, `sentence1`/`sentence2`, `tokens`/`ner`, ...) and class labels keep their names.
+(`sentence`, `sentence1`/`sentence2`, `tokens`/`ner`, ...) and class labels keep their names;
+`tfds:squad` (v1.1) and `tfds:squad/v2.0` give qa examples.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import dataclasses
 import json
 import os
 
-TASKS = ("classify", "pair", "tag", "similarity")
+TASKS = ("classify", "pair", "tag", "similarity", "qa")
 
 _TEXT_FIELDS = ("text", "sentence", "sentence1", "question", "premise", "question1")
 _PAIR_FIELDS = ("text_pair", "sentence2", "hypothesis", "question2")
@@ -40,6 +45,8 @@ class TaskExamples:
         labels: class names (classify, pair) or float scores (similarity); None when absent.
         tokens: words per sentence (tag).
         tags: BIO tags per word (tag).
+        answers: gold answers per question (qa; `texts` are the questions, `text_pairs` the
+            contexts): lists of {"text", "answer_start"}, empty for an unanswerable question.
     """
 
     task: str
@@ -48,6 +55,7 @@ class TaskExamples:
     labels: list | None = None
     tokens: list = dataclasses.field(default_factory=list)
     tags: list = dataclasses.field(default_factory=list)
+    answers: list = dataclasses.field(default_factory=list)
 
     def __len__(self):
         return len(self.tokens) if self.task == "tag" else len(self.texts)
@@ -63,7 +71,7 @@ class TaskExamples:
         def cut(values):
             return None if values is None else values[:count]
         return TaskExamples(self.task, self.texts[:count], cut(self.text_pairs), cut(self.labels),
-                            self.tokens[:count], self.tags[:count])
+                            self.tokens[:count], self.tags[:count], self.answers[:count])
 
 
 def _label_sort_key(label):
@@ -106,6 +114,11 @@ def _file_rows(path):
         if suffix in (".csv", ".tsv"):
             reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
             return [dict(row) for row in reader]
+        if suffix == ".json":
+            squad = _squad_rows(f.read(), path)
+            if squad is not None:
+                return squad
+            f.seek(0)
         if suffix not in (".jsonl", ".json", ".ndjson"):
             raise ValueError(f"examples file {path!r} has an unknown format; use .jsonl (one JSON object per "
                              "line), .csv or .tsv with a header row")
@@ -121,6 +134,26 @@ def _file_rows(path):
                 raise ValueError(f"{path!r} line {number} is not a JSON object")
             rows.append(row)
         return rows
+
+
+def _squad_rows(text, path):
+    """The question rows of a SQuAD-format JSON document, or None when `text` is not one
+    (then it is read as JSON lines)."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(document, dict) or not isinstance(document.get("data"), list):
+        return None
+    rows = []
+    for article in document["data"]:
+        for paragraph in article.get("paragraphs", []):
+            if "context" not in paragraph:
+                raise ValueError(f"{path!r} has a SQuAD paragraph without a 'context'")
+            for qa in paragraph.get("qas", []):
+                rows.append({"question": qa.get("question", ""), "context": paragraph["context"],
+                             "answers": [] if qa.get("is_impossible") else qa.get("answers", [])})
+    return rows
 
 
 def _tfds_rows(source, data_dir):
@@ -156,6 +189,8 @@ def _tfds_rows(source, data_dir):
 
 
 def _python_value(value):
+    if isinstance(value, dict):  # a Sequence of features, e.g. SQuAD's answers
+        return {key: _python_value(inner) for key, inner in value.items()}
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     if hasattr(value, "tolist"):
@@ -180,6 +215,8 @@ def _examples_from_rows(rows, task, source, class_names):
     if not rows:
         return examples
     first = rows[0]
+    if task == "qa":
+        return _qa_examples(rows, source)
     if task == "tag":
         tokens_field = _field(first, ("tokens", "words"), source, True, task)
         tags_field = _field(first, _TAG_FIELDS, source, True, task)
@@ -219,6 +256,36 @@ def _examples_from_rows(rows, task, source, class_names):
                 labels.append(str(value))
         examples.labels = labels
     return examples
+
+
+def _qa_examples(rows, source):
+    examples = TaskExamples("qa", text_pairs=[])
+    for number, row in enumerate(rows, 1):
+        for name in ("question", "context"):
+            if not isinstance(row.get(name), str):
+                raise ValueError(f"{source!r} example {number} has no {name!r} text, which task 'qa' needs; its "
+                                 f"fields are: {', '.join(sorted(row))}")
+        examples.texts.append(row["question"])
+        examples.text_pairs.append(row["context"])
+        examples.answers.append([] if row.get("is_impossible") else _answer_list(row.get("answers"), source, number))
+    return examples
+
+
+def _answer_list(answers, source, number):
+    """Answers given as {"text": [...], "answer_start": [...]} (TFDS, Hugging Face) or as a
+    list of {"text", "answer_start"} (SQuAD) -> a list of {"text", "answer_start"}."""
+    if answers is None:
+        return []
+    if isinstance(answers, dict):
+        texts, starts = _as_list(answers.get("text", [])), list(answers.get("answer_start", []))
+        answers = [{"text": t, "answer_start": s} for t, s in zip(texts, starts)]
+    if not isinstance(answers, list) or not all(isinstance(a, dict) and "text" in a for a in answers):
+        raise ValueError(f"{source!r} example {number}: answers must be a list of {{\"text\", \"answer_start\"}} "
+                         f"or {{\"text\": [...], \"answer_start\": [...]}}")
+    try:
+        return [{"text": str(a["text"]), "answer_start": int(a.get("answer_start", -1))} for a in answers]
+    except (TypeError, ValueError):
+        raise ValueError(f"{source!r} example {number}: an answer_start is not a character offset") from None
 
 
 def _as_list(value):

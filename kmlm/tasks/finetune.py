@@ -3,7 +3,7 @@
 ```
 OUT/task.json     task, labels, sequence length, settings, source run, final metrics
 OUT/vocab.txt     the run's vocabulary
-OUT/model.keras   the task model (classifier, tagger, or sentence encoder for similarity)
+OUT/model.keras   the task model (classifier, tagger, span labeler for qa, or sentence encoder for similarity)
 OUT/metrics.csv   per-epoch training loss and evaluation metrics
 OUT/progress.json under --time-budget: the budget, the steps reached and the training seconds
 ```
@@ -27,7 +27,8 @@ from kmlm.pipelines import make_tokenizer, save_vocabulary, special_ids
 from kmlm.statistics import pearson, spearman
 from kmlm.tasks.datasets import pair_dataset, tag_dataset, text_dataset
 from kmlm.tasks.examples import TASKS, TaskExamples, load_task_examples
-from kmlm.tasks.metrics import accuracy, entity_scores, macro_f1
+from kmlm.tasks.metrics import accuracy, answer_scores, entity_scores, macro_f1
+from kmlm.tasks.qa import DOC_STRIDE, MAX_ANSWER_LENGTH, MAX_QUERY_LENGTH, SpanReader, WindowSettings
 from kmlm.training import NonFiniteLossError, StopOnNonFiniteLoss, TrainingClock, make_optimizer, tf_data_fit
 
 TASK_FILE = "task.json"
@@ -37,7 +38,7 @@ METRICS_FILE = "metrics.csv"
 PROGRESS_FILE = "progress.json"
 
 # The metric that early stopping and "best epoch" follow, per task.
-PRIMARY_METRIC = {"classify": "accuracy", "pair": "accuracy", "tag": "f1", "similarity": "spearman"}
+PRIMARY_METRIC = {"classify": "accuracy", "pair": "accuracy", "tag": "f1", "similarity": "spearman", "qa": "f1"}
 NON_FINITE_LOSS_MESSAGE = "fine-tuning stopped: the loss became NaN; lower --learning-rate"
 
 
@@ -143,6 +144,14 @@ class FinetuneSettings:
     max_examples: int | None = None
     seed: int = 0
     jit_compile: bool = False
+    doc_stride: int = DOC_STRIDE
+    max_query_length: int = MAX_QUERY_LENGTH
+    max_answer_length: int = MAX_ANSWER_LENGTH
+    null_threshold: float | None = None
+
+    def window_settings(self):
+        """How qa examples become windows (`kmlm.tasks.qa.WindowSettings`)."""
+        return WindowSettings(seq_len=self.seq_len, doc_stride=self.doc_stride, max_query_length=self.max_query_length)
 
     def validate(self):
         if self.task not in TASKS:
@@ -169,6 +178,10 @@ class FinetuneSettings:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if self.contrastive and self.task != "similarity":
             raise ValueError("--contrastive applies to --task similarity only")
+        if self.task == "qa":
+            self.window_settings().validate()
+            if self.max_answer_length < 1:
+                raise ValueError(f"max_answer_length={self.max_answer_length} must be at least 1")
 
     def schedule(self, hidden_dim, steps_per_pass):
         """The `FinetuneSchedule` of these settings for an encoder of `hidden_dim` and a
@@ -199,6 +212,10 @@ class TaskInfo:
     lowercase: bool
     pooling: str = "mean"
     target_range: list | None = None
+    doc_stride: int | None = None  # qa: the window settings, the answer search
+    max_query_length: int | None = None
+    max_answer_length: int | None = None
+    null_threshold: float | None = None
 
     @classmethod
     def read(cls, path):
@@ -225,11 +242,13 @@ class Tasker:
         # One graph for all batch shapes; eager calls would re-run every op from Python.
         self._forward = tf.function(lambda features: model(features, training=False), reduce_retracing=True)
         self._batches = {}  # tokenized batches of texts seen before (evaluation sets, every epoch)
+        self._reader = None
 
     @classmethod
     def load(cls, path):
         """Loads a `kmlm finetune` output directory (safe mode)."""
         import kmlm.model  # noqa: F401  (registers the encoder classes)
+        import kmlm.tasks.models  # noqa: F401  (registers the task head layers)
         from kmlm.pipelines import load_vocabulary
 
         info, _ = TaskInfo.read(path)
@@ -280,6 +299,18 @@ class Tasker:
                 results.append(tags)
         return results
 
+    def answers(self, questions, contexts, batch_size=32):
+        """The answer to each question in its context (qa): dicts with `answer`, `start`,
+        `end` (character offsets, end exclusive; -1 for no answer), `score`, `null_score_diff`
+        (see `kmlm.tasks.qa.SpanReader`)."""
+        info = self.info
+        if self._reader is None or self._reader.null_threshold != info.null_threshold:
+            settings = WindowSettings(seq_len=info.seq_len, doc_stride=info.doc_stride,
+                                      max_query_length=info.max_query_length)
+            self._reader = SpanReader(self.model, self.tokenizer, self.ids, settings,
+                                      max_answer_length=info.max_answer_length, null_threshold=info.null_threshold)
+        return self._reader.answers(questions, contexts, batch_size)
+
     def embed(self, texts, batch_size=32):
         """Sentence vectors [N, H] float32 (similarity models)."""
         outputs = self._outputs(self._text_batches(texts, None, batch_size))
@@ -299,6 +330,9 @@ def cosine_rows(a, b):
 def evaluate_task(tasker, examples, batch_size=32):
     """The task's metrics on labelled examples, e.g. {"accuracy": .., "macro_f1": ..}."""
     info = tasker.info
+    if info.task == "qa":
+        found = tasker.answers(examples.texts, examples.text_pairs, batch_size)
+        return answer_scores([a["answer"] for a in found], [[g["text"] for g in golds] for golds in examples.answers])
     if info.task in ("classify", "pair"):
         probabilities = tasker.class_probabilities(examples.texts, examples.text_pairs if info.task == "pair" else None,
                                                    batch_size)
@@ -373,7 +407,7 @@ def _labels_of(train, task, eval_sets):
             if unknown:
                 raise ValueError(f"evaluation tags {sorted(unknown)} never occur in the training examples")
         return sorted(tags, key=lambda t: (t != "O", t.partition("-")[2], t))
-    if task == "similarity":
+    if task in ("similarity", "qa"):
         return []
     labels = train.label_names()
     if len(labels) < 2:
@@ -475,8 +509,11 @@ def _run_job(job):
     encoder = build_encoder(job.run.model_config) if settings.random_init else job.run.encoder
     info = TaskInfo(task=settings.task, labels=job.labels, seq_len=settings.seq_len,
                     lowercase=job.run.config.data.lowercase, pooling=settings.pooling)
+    if settings.task == "qa":
+        info.doc_stride, info.max_query_length = settings.doc_stride, settings.max_query_length
+        info.max_answer_length, info.null_threshold = settings.max_answer_length, _null_threshold(job)
     builders = {"classify": _classifier_training, "pair": _classifier_training, "tag": _tagger_training,
-                "similarity": _similarity_training}
+                "similarity": _similarity_training, "qa": _span_training}
     training = builders[settings.task](job, encoder, info)
     schedule = settings.schedule(job.run.model_config.hidden_dim, training.steps_per_pass)
     _compile(training, settings, schedule)
@@ -489,6 +526,9 @@ def _run_job(job):
     if clock is not None:
         result.update(time_budget=settings.time_budget, train_seconds=round(clock.elapsed(), 1))
         clock.write()
+    if _tunes_null_threshold(job):
+        info.null_threshold = _tuned_null_threshold(tasker, job.evaluation, settings.batch_size)
+        result["null_threshold"] = info.null_threshold
     if job.evaluation is not None:
         result["eval"] = evaluate_task(tasker, job.evaluation, settings.batch_size)
     if job.test is not None:
@@ -566,6 +606,54 @@ def _similarity_training(job, encoder, info):
                              steps_per_pass=max(1, len(train) // settings.batch_size))
     return _TaskTraining(model=model, saved=saved, dataset=dataset, loss=keras.losses.MeanSquaredError(),
                          steps_per_pass=_steps_per_pass(job))
+
+
+def _null_threshold(job):
+    """The no-answer threshold qa training starts with: the one given, else 0 when the
+    training set has unanswerable questions (SQuAD v2.0), else None (always answer)."""
+    if job.settings.null_threshold is not None:
+        return float(job.settings.null_threshold)
+    return 0.0 if any(not answers for answers in job.train.answers) else None
+
+
+def _tunes_null_threshold(job):
+    """A v2.0 model with an evaluation set and no threshold given picks it on that set."""
+    return (job.settings.task == "qa" and job.settings.null_threshold is None and job.evaluation is not None
+            and any(not answers for answers in job.train.answers))
+
+
+def _tuned_null_threshold(tasker, examples, batch_size):
+    """The no-answer threshold with the best F1 on `examples` (`kmlm.tasks.qa.best_null_threshold`)."""
+    from kmlm.tasks.qa import best_null_threshold
+
+    threshold, tasker.info.null_threshold = tasker.info.null_threshold, None
+    try:
+        found = tasker.answers(examples.texts, examples.text_pairs, batch_size)
+    finally:
+        tasker.info.null_threshold = threshold
+    golds = [[g["text"] for g in answers] for answers in examples.answers]
+    return best_null_threshold([a["answer"] for a in found], [a["null_score_diff"] for a in found], golds)
+
+
+def _span_training(job, encoder, info):
+    """qa: start and end logits over the tokens of every window, trained on the first gold
+    answer's first and last token ([CLS] when the window does not hold it)."""
+    from kmlm.tasks.models import build_span_labeler
+    from kmlm.tasks.qa import window_arrays, window_dataset
+
+    settings = job.settings
+    model = build_span_labeler(encoder, dropout=settings.dropout)
+    tokenizer, ids, options = _dataset_inputs(job, info)
+    arrays, unlocated = window_arrays(job.train, tokenizer, ids, settings.window_settings())
+    if unlocated and job.verbose:
+        print(f"note: {unlocated} of {len(job.train)} training answers are not in their context (at answer_start "
+              "or anywhere); they train as no answer", flush=True)
+    windows = len(arrays["example"])
+    dataset = window_dataset(arrays, seq_len=settings.seq_len, batch_size=settings.batch_size,
+                             shuffle=True, seed=settings.seed)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return _TaskTraining(model=model, saved=model, dataset=dataset, loss={"start_logits": loss, "end_logits": loss},
+                         steps_per_pass=max(1, math.ceil(windows / settings.batch_size)))
 
 
 def _compile(training, settings, schedule):

@@ -4,6 +4,7 @@
 |---|---|
 | `build_classifier` | logits [B, C] from a tanh pooler on [CLS] (single texts and pairs) |
 | `build_tagger` | logits [B, S, T] per token (the first piece of each word carries its tag) |
+| `build_span_labeler` | `start_logits`, `end_logits` [B, S] of the answer span (question answering) |
 | `build_sentence_encoder` | sentence vectors [B, H] (mean over real tokens, or [CLS]) |
 | `build_similarity_trainer` | cosine of two sentence vectors [B], or in-batch scores [B, B] |
 
@@ -60,6 +61,45 @@ def build_tagger(encoder, num_tags, *, dropout=0.1):
     logits = keras.layers.Dense(num_tags, kernel_initializer=_initializer(encoder), dtype="float32",
                                 name="tag_logits")(sequence)
     return keras.Model(inputs, logits, name="tagger")
+
+
+@keras.saving.register_keras_serializable(package="kmlm")
+class SpanLogits(keras.layers.Layer):
+    """Splits per-token logits [B, S, 2] into start and end logits [B, S] each; padding
+    (`document_ids` 0) gets a large negative logit, so it never wins and softmax ignores it."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, logits, document_ids):
+        logits = ops.cast(logits, "float32")
+        padding = ops.cast(ops.equal(document_ids, 0), "float32")[..., None] * -1e9
+        logits = logits + padding
+        return {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
+
+
+def build_span_labeler(encoder, *, dropout=0.1):
+    """Extractive question answering: every position's hidden state -> dropout -> Dense(2),
+    the logits of the answer's start and end token; outputs `start_logits`, `end_logits`
+    [B, S] (the windows and the answer search: `kmlm.tasks.qa`).
+
+    Example:
+    >>> import numpy as np
+    >>> from kmlm.config import ModelConfig
+    >>> from kmlm.model import build_encoder
+    >>> labeler = build_span_labeler(build_encoder(ModelConfig.from_preset("tiny", vocabulary_size=100)))
+    >>> ids = np.ones((3, 8), "int32")
+    >>> {name: tuple(value.shape) for name, value in labeler({"token_ids": ids, "segment_ids": 0 * ids,
+    ...                                                       "document_ids": ids}).items()}
+    {'end_logits': (3, 8), 'start_logits': (3, 8)}
+    """
+    inputs = model_inputs(ENCODER_INPUTS)
+    sequence = keras.layers.Dropout(dropout, name="dropout")(encoder(inputs))
+    logits = keras.layers.Dense(2, kernel_initializer=_initializer(encoder), dtype="float32",
+                                name="span_logits")(sequence)
+    outputs = SpanLogits(name="span")(logits, inputs["document_ids"])
+    return keras.Model(inputs, outputs, name="span_labeler")
 
 
 def build_sentence_encoder(encoder, *, pooling="mean"):
