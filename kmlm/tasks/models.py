@@ -92,7 +92,7 @@ def build_span_labeler(encoder, *, dropout=0.1):
     >>> ids = np.ones((3, 8), "int32")
     >>> {name: tuple(value.shape) for name, value in labeler({"token_ids": ids, "segment_ids": 0 * ids,
     ...                                                       "document_ids": ids}).items()}
-    {'end_logits': (3, 8), 'start_logits': (3, 8)}
+    {'start_logits': (3, 8), 'end_logits': (3, 8)}
     """
     inputs = model_inputs(ENCODER_INPUTS)
     sequence = keras.layers.Dropout(dropout, name="dropout")(encoder(inputs))
