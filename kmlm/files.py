@@ -36,6 +36,30 @@ def replace_atomically(path, write):
             os.remove(tmp)
 
 
+def remove_stale_partial_files(folder):
+    """Removes the temporary files that killed processes left under `folder` (their
+    `replace_atomically` never reached its rename); returns their paths.
+
+    Call it only while holding the folder's output lock (`kmlm.output_lock`): any other
+    process's temporary file is then a dead one's.
+
+    Example:
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> open(os.path.join(folder, _PARTIAL_PREFIX + "1-model.keras"), "w").close()
+    >>> [os.path.basename(path) for path in remove_stale_partial_files(folder)], os.listdir(folder)
+    (['.partial-1-model.keras'], [])
+    """
+    own = f"{_PARTIAL_PREFIX}{os.getpid()}-"
+    removed = []
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            if name.startswith(_PARTIAL_PREFIX) and not name.startswith(own):
+                removed.append(os.path.join(parent, name))
+                os.remove(removed[-1])
+    return removed
+
+
 def write_json_atomically(path, value):
     """Writes `value` as indented JSON to `path` through a temporary file and a rename."""
     write_text_atomically(path, json.dumps(value, indent=2) + "\n")

@@ -13,6 +13,7 @@ import tensorflow as tf
 from keras import ops
 
 from kmlm.files import read_json, write_json_atomically
+from kmlm.termination import Terminated, hold_back_sigterm, take_pending_sigterm
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 NO_DECAY_NAMES = ("gamma", "beta", "bias")
@@ -306,6 +307,44 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             )
 
 
+class BackupOnTermination(keras.callbacks.Callback):
+    """Holds SIGTERM back during training; when one came, saves the step just finished and
+    raises `kmlm.termination.Terminated(describe(step))`.
+
+    Put it last among the callbacks, so that at the end of an epoch the epoch's own files
+    (metrics.csv row, checkpoint, backup) are written before it stops the run.
+
+    Args:
+        save_step: Called with no arguments at the end of a step once SIGTERM came; saves
+            that step and returns a description of it (e.g. its global step).
+        describe: Maps that description to the message of `Terminated`.
+    """
+
+    def __init__(self, save_step, describe):
+        super().__init__()
+        self.save_step = save_step
+        self.describe = describe
+
+    def on_train_begin(self, logs=None):
+        hold_back_sigterm(True)
+
+    def _stop_if_asked(self):
+        if take_pending_sigterm():
+            hold_back_sigterm(False)
+            raise Terminated(self.describe(self.save_step()))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._stop_if_asked()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._stop_if_asked()
+
+    def on_train_end(self, logs=None):
+        hold_back_sigterm(False)
+        if take_pending_sigterm():
+            raise Terminated(self.describe(None))
+
+
 class TrainingClock(keras.callbacks.Callback):
     """Times the training of a run, records it, and under a time budget drives the schedule.
 
@@ -341,6 +380,7 @@ class TrainingClock(keras.callbacks.Callback):
         self._paused_at = None
         self._fit_began = None
         self.epochs = {}
+        self.interrupted = {}
 
     def learning_rate(self, elapsed):
         """The learning rate after `elapsed` seconds of training under the budget."""
@@ -396,8 +436,18 @@ class TrainingClock(keras.callbacks.Callback):
                   "budget_seconds": self.budget_seconds, **self.extra}
         if self.startup_seconds is not None:
             values["first_step_seconds"] = round(self.startup_seconds, 3)
-        values["epochs"] = {**read_progress(self.progress_path).get("epochs", {}), **self.epochs}
+        previous = read_progress(self.progress_path)
+        values["epochs"] = {**previous.get("epochs", {}), **self.epochs}
+        interrupted = {**previous.get("interrupted", {}), **self.interrupted}
+        if interrupted:
+            values["interrupted"] = interrupted
         return values
+
+    def write_interruption(self, step):
+        """Records the training seconds at global step `step`, where a run stops in the middle
+        of an epoch (on SIGTERM), so that its resumption counts them (`spent_seconds`)."""
+        self.interrupted[str(step)] = round(self.elapsed(), 3)
+        self.write()
 
     def write(self, **extra):
         """Writes `record()` (and `extra`) to `progress_path`."""
@@ -413,11 +463,15 @@ def read_progress(path):
     return read_json(path)
 
 
-def spent_seconds(path, epoch):
-    """Training seconds a run had spent when it finished `epoch` (0 when it has no record of it)."""
+def spent_seconds(path, epoch, step=None):
+    """Training seconds a run had spent when it finished `epoch`, or, for a run stopped in the
+    middle of an epoch, when it reached global step `step` (0 when it has no record of it)."""
+    progress = read_progress(path)
+    if step is not None and str(step) in progress.get("interrupted", {}):
+        return float(progress["interrupted"][str(step)])
     if not epoch:
         return 0.0
-    return float(read_progress(path).get("epochs", {}).get(str(epoch), {}).get("train_seconds", 0.0))
+    return float(progress.get("epochs", {}).get(str(epoch), {}).get("train_seconds", 0.0))
 
 
 @contextlib.contextmanager

@@ -83,12 +83,26 @@ def kill_during_training(command, run_dir, epochs=3, timeout=300):
     whole process group once metrics.csv has `epochs` rows and a backup exists, as a power cut
     would; fails the test if training ends first. Returns `logged_epochs(run_dir)`."""
     import signal
+
+    signal_during_training(command, run_dir, signal.SIGKILL, epochs, timeout=timeout)
+    return logged_epochs(run_dir)
+
+
+def signal_during_training(command, run_dir, signal_number, epochs=1, *, delay=0.0, backup=True, timeout=300):
+    """Starts `command` (a `kmlm pretrain` or `finetune` subprocess that writes `run_dir`),
+    waits until metrics.csv has `epochs` rows and (with `backup`) a backup exists, then `delay`
+    seconds more (into the next epoch), and sends `signal_number` to its whole process group;
+    fails the test if training ends first. Returns (exit status, stderr lines) once the
+    process has ended."""
+    import signal
     import subprocess
+    import tempfile
     import time
 
     import pytest
 
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    errors = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True, text=True)
     metrics = os.path.join(run_dir, "metrics.csv")
 
     def rows():  # lines are counted, not parsed: the last one may be half written
@@ -99,11 +113,19 @@ def kill_during_training(command, run_dir, epochs=3, timeout=300):
 
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if rows() >= epochs and os.path.exists(os.path.join(run_dir, "backup")):
+        if rows() >= epochs and (not backup or os.path.exists(os.path.join(run_dir, "backup"))):
             break
         if process.poll() is not None:
             pytest.fail("training ended before it could be interrupted")
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    return logged_epochs(run_dir)
+        time.sleep(0.05)
+    time.sleep(delay)
+    if process.poll() is not None:
+        pytest.fail("training ended before it could be interrupted")
+    os.killpg(process.pid, signal_number)
+    try:
+        status = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"the process did not end within {timeout}s of signal {signal_number}")
+    errors.seek(0)
+    return status, errors.read().splitlines()

@@ -145,6 +145,23 @@ def test_a_resumed_run_counts_the_time_its_earlier_part_spent(tmp_path, monkeypa
     assert epochs["1"]["train_seconds"] == 3.0  # the earlier part's records are kept
 
 
+def test_a_run_stopped_inside_an_epoch_records_its_seconds_under_the_step(tmp_path, monkeypatch):
+    fake_time = FakeTime()
+    monkeypatch.setattr(training.time, "perf_counter", fake_time)
+    progress = str(tmp_path / "progress.json")
+    clock, model = TrainingClock(progress, BUDGET, PEAK, WARMUP), _model()
+    _fit(model, clock, StepTakes(fake_time, stop_at_epoch=2))
+    clock.write_interruption(11)  # as on SIGTERM, 3 steps into epoch 3
+    assert spent_seconds(progress, 2, 11) == 7.0 and spent_seconds(progress, 2) == 7.0
+    assert spent_seconds(progress, 2, 8) == 7.0  # a step at an epoch's end: the epoch's record
+    # A later write (the next epoch's) keeps the record, which a backup of that step may still need.
+    later = TrainingClock(progress, BUDGET, PEAK, WARMUP)
+    later.set_model(model)
+    later.write()
+    with open(progress) as file:
+        assert json.load(file)["interrupted"] == {"11": 7.0}
+
+
 def test_validation_time_is_not_training_time(tmp_path, monkeypatch):
     fake_time = FakeTime()
     monkeypatch.setattr(training.time, "perf_counter", fake_time)

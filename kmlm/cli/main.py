@@ -14,6 +14,8 @@ from kmlm import __version__
 from kmlm.cli import inference, interop, pretraining, serving, tasks, wordvec
 from kmlm.cli.options import HelpFormatter, OneLineErrorParser
 from kmlm.output_lock import hold_output_directory
+from kmlm.termination import EXIT_STATUS as TERMINATED_STATUS
+from kmlm.termination import Terminated
 
 # (command group, its subcommands) in the order `kmlm --help` lists them: the order in which
 # the commands joined kmlm, which users and scripts already know.
@@ -133,6 +135,9 @@ def main(argv=None):
             raise
         print(f"kmlm {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
+    except Terminated as stop:  # SIGTERM: its message says what was kept and how to resume
+        print(f"kmlm {args.command}: {stop}", file=sys.stderr)
+        return TERMINATED_STATUS
     except KeyboardInterrupt:
         print(f"kmlm {args.command}: interrupted", file=sys.stderr)
         return 130

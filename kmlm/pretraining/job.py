@@ -15,7 +15,7 @@ import time
 import keras
 
 from kmlm import run_directory as rd
-from kmlm.files import replace_atomically, write_json_atomically
+from kmlm.files import remove_stale_partial_files, replace_atomically, write_json_atomically
 from kmlm.model import build_mlm_model
 from kmlm.pipelines import (
     CorpusStats,
@@ -31,7 +31,9 @@ from kmlm.pretraining.curves import plot_curves
 from kmlm.pretraining.evaluation import eval_dataset, evaluate_masked_lm
 from kmlm.pretraining.objectives import objective_for
 from kmlm.pretraining.settings import PretrainSettings
+from kmlm.termination import stop_on_sigterm
 from kmlm.training import (
+    BackupOnTermination,
     NonFiniteLossError,
     StopOnNonFiniteLoss,
     TrainingClock,
@@ -55,7 +57,9 @@ def pretrain(out, settings=None, verbose=1):
     """Runs the whole pretraining job into the run directory `out`.
 
     Re-running the same call after a kill resumes from the last completed epoch: weights,
-    optimizer state, step counter and input position (`AtomicBackupAndRestore`).
+    optimizer state, step counter and input position (`AtomicBackupAndRestore`). On SIGTERM
+    the job backs up the step in flight and raises `kmlm.termination.Terminated`; re-running
+    then resumes from that step.
     `settings.distribution` picks the `tf.distribute` strategy (`kmlm.pretraining.distributed`)
     and `settings.objective` the objective (`kmlm.pretraining.objectives`).
 
@@ -68,7 +72,11 @@ def pretrain(out, settings=None, verbose=1):
     """
     settings = settings or PretrainSettings()
     settings.validate()
-    return PretrainingJob(out, settings, verbose).run()
+    job = PretrainingJob(out, settings, verbose)
+    if job.multi_worker:  # the workers stop together or not at all: no one stops on its own
+        return job.run()
+    with stop_on_sigterm(job.describe_termination):
+        return job.run()
 
 
 def run_record(settings, objective, vocabulary_size):
@@ -131,6 +139,7 @@ class PretrainingJob:
         self.steps_per_epoch, self.epochs = settings.schedule()
         self.timings = {}  # seconds of the work outside training, for progress.json
         self.clock = None
+        self.backup = None
 
     def path(self, *names):
         return os.path.join(self.out, *names)
@@ -151,16 +160,19 @@ class PretrainingJob:
         if given is not None:
             settings.model_config(len(given))
         previous = prepare_run_directory(self.out) if self.chief else None
+        if previous is not None:
+            remove_stale_partial_files(self.out)  # what a killed process was writing
         train_documents = split_documents(documents, "train", settings.eval_fraction)
         vocabulary = self.vocabulary(previous, given, train_documents)
         record = self.record(previous, vocabulary)
-        start_epoch = AtomicBackupAndRestore.saved_epoch(self.path(rd.BACKUP_DIR))
+        start_epoch, start_batches = AtomicBackupAndRestore.saved_position(self.path(rd.BACKUP_DIR))
+        start_step = start_epoch * self.steps_per_epoch + start_batches
         # A resumed run continues the input where the backup left it: same batches, same masks.
-        inputs = self.training_input(train_documents, vocabulary, start_epoch * self.steps_per_epoch)
+        inputs = self.training_input(train_documents, vocabulary, start_step)
         validation = self.objective.validation_data(record.data, vocabulary, documents, self.verbose)
         model, trainer = self.build(record, vocabulary)
         self.announce(model)
-        callbacks = self.callbacks(start_epoch)
+        callbacks = self.callbacks(start_epoch, start_step)
         self.timings["startup_seconds"] = round(time.perf_counter() - started, 3)
         seconds = self.fit(trainer, inputs, validation, callbacks)
         if stats.invalid_utf8:
@@ -259,9 +271,9 @@ class PretrainingJob:
             keras.config.set_dtype_policy(previous_policy)
         return model, trainer
 
-    def callbacks(self, start_epoch):
-        """The stop on a non-finite loss, the atomic backup, and (on the chief) the checkpoint,
-        metrics.csv and TensorBoard logs."""
+    def callbacks(self, start_epoch, start_step):
+        """The stop on a non-finite loss, the atomic backup, (on the chief) the checkpoint,
+        metrics.csv and TensorBoard logs, and last the backup of the step in flight on SIGTERM."""
         checkpoint_path = self.path(rd.CHECKPOINT_DIR, "last.weights.h5")
         checkpoint = AtomicWeightsCheckpoint(checkpoint_path)
 
@@ -276,12 +288,15 @@ class PretrainingJob:
         progress = self.path(PROGRESS_FILE) if self.chief else None
         # Before the backup: the progress of an epoch is on disk whenever its backup is.
         self.clock = TrainingClock(progress, settings.budget_seconds, settings.learning_rate, settings.warmup,
-                                   settings.lr_schedule, spent_seconds(self.path(PROGRESS_FILE), start_epoch),
+                                   settings.lr_schedule,
+                                   spent_seconds(self.path(PROGRESS_FILE), start_epoch, start_step),
                                    extra=self.timings)
+        # Kept until model.keras is saved: a kill during that save resumes from it.
+        self.backup = AtomicBackupAndRestore(self.path(rd.BACKUP_DIR), save=self.chief, remove_at_end=False)
         callbacks = [
             StopOnNonFiniteLoss(self.steps_per_epoch, last_good_checkpoint),
             self.clock,
-            AtomicBackupAndRestore(self.path(rd.BACKUP_DIR), save=self.chief),
+            self.backup,
         ]
         if settings.budget_seconds is not None and self.verbose:
             callbacks.append(BudgetProgress(self.clock, settings.budget_seconds))
@@ -292,7 +307,34 @@ class PretrainingJob:
                 keras.callbacks.CSVLogger(self.path(rd.METRICS_FILE), append=True),
                 keras.callbacks.TensorBoard(self.path(rd.LOG_DIR), write_graph=False),
             ]
+        if not self.multi_worker:
+            callbacks.append(BackupOnTermination(self.backup_step_now, self.describe_termination))
         return callbacks
+
+    def backup_step_now(self):
+        """Backs up the step just trained (progress.json first, as at an epoch's end); returns
+        its global step."""
+        epoch, batches = self.backup.position()
+        step = epoch * self.steps_per_epoch + batches
+        if batches:
+            self.clock.write_interruption(step)
+        self.backup.backup_now()
+        return step
+
+    def describe_termination(self, step=None):
+        """The one line of a run stopped by SIGTERM: what it kept and how to go on."""
+        backup = self.path(rd.BACKUP_DIR)
+        if step is None and os.path.isfile(self.path(rd.MODEL_FILE)):
+            return (f"stopped by SIGTERM after saving {self.path(rd.MODEL_FILE)}; the run is finished, run "
+                    f"`kmlm evaluate {self.out}` for its held-out metrics")
+        if step is None:
+            epoch, batches = AtomicBackupAndRestore.saved_position(backup)
+            if not epoch and not batches:
+                return ("stopped by SIGTERM before the first backup (nothing trained is kept); re-run the same "
+                        "command to start the run again")
+            step = epoch * self.steps_per_epoch + batches
+        return (f"stopped by SIGTERM; saved the backup of step {step} in {backup}; re-run the same command to "
+                "resume from it")
 
     def announce(self, model):
         """Prints what is about to be trained (and why XLA is off, when it is)."""
@@ -340,6 +382,7 @@ class PretrainingJob:
         self.objective.save_heads(self.out, trainer)
         # A kill while saving must not leave a model.keras that looks finished.
         replace_atomically(self.path(rd.MODEL_FILE), model.save)
+        shutil.rmtree(self.path(rd.BACKUP_DIR), ignore_errors=True)
         plot_curves(self.path(rd.METRICS_FILE), self.path(rd.CURVES_FILE), self.steps_per_epoch)
         clock = self.clock
         self.log(f"trained {clock.steps} steps in {clock.elapsed():.0f}s"

@@ -68,6 +68,51 @@ def test_backup_restores_weights_optimizer_and_epoch_and_ignores_a_half_written_
     assert not os.path.exists(backup)  # removed when training finished
 
 
+class _StopAfterStep(keras.callbacks.Callback):
+    """Backs up mid-epoch after global step `step` and stops the fit there, as SIGTERM does."""
+
+    def __init__(self, backup, step):
+        super().__init__()
+        self.backup = backup
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            self.backup.backup_now()
+            raise KeyboardInterrupt
+
+
+def test_a_mid_epoch_backup_resumes_the_rest_of_its_epoch_and_ends_as_an_uninterrupted_run(tmp_path):
+    import tensorflow as tf
+
+    x, y = _data(2 * STEPS_PER_EPOCH * 3)
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(2).repeat()
+
+    uninterrupted = _model()
+    uninterrupted.fit(batches, steps_per_epoch=STEPS_PER_EPOCH, epochs=3, verbose=0)
+
+    backup_dir = str(tmp_path / "backup")
+    first, backup = _model(), AtomicBackupAndRestore(backup_dir)
+    stopped_at = STEPS_PER_EPOCH + 3  # 3 batches into epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(batches, steps_per_epoch=STEPS_PER_EPOCH, epochs=3, verbose=0,
+                  callbacks=[backup, _StopAfterStep(backup, stopped_at)])
+    assert json.loads((tmp_path / "backup" / "state.json").read_text()) == {
+        "epoch": 1, "weights": "epoch-1-batch-3.weights.h5", "batches": 3}
+    assert AtomicBackupAndRestore.saved_position(backup_dir) == (1, 3)
+    assert sorted(os.listdir(backup_dir)) == ["epoch-1-batch-3.weights.h5", "state.json"]
+
+    second = _model()
+    # The input continues after the backed-up step, as the pretraining job arranges.
+    history = second.fit(batches.skip(stopped_at), steps_per_epoch=STEPS_PER_EPOCH, epochs=3, verbose=0,
+                         callbacks=[AtomicBackupAndRestore(backup_dir)])
+    assert len(history.history["loss"]) == 2  # the rest of epoch 2, then epoch 3
+    assert int(second.optimizer.iterations.numpy()) == 3 * STEPS_PER_EPOCH
+    for a, b in zip(uninterrupted.weights + uninterrupted.optimizer.variables,
+                    second.weights + second.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a.numpy()), np.asarray(b.numpy()))
+
+
 def test_replace_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "last.weights.h5"
     path.write_bytes(b"old")
