@@ -22,13 +22,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kmlm.files import replace_atomically, write_json_atomically
+from kmlm.files import replace_atomically, write_json_atomically, write_text_atomically
 from kmlm.pipelines import make_tokenizer, save_vocabulary, special_ids
 from kmlm.statistics import pearson, spearman
 from kmlm.tasks.datasets import pair_dataset, tag_dataset, text_dataset
 from kmlm.tasks.examples import TASKS, TaskExamples, load_task_examples
 from kmlm.tasks.metrics import accuracy, answer_scores, entity_scores, macro_f1
 from kmlm.tasks.qa import DOC_STRIDE, MAX_ANSWER_LENGTH, MAX_QUERY_LENGTH, SpanReader, WindowSettings
+from kmlm.termination import stop_on_sigterm
 from kmlm.training import NonFiniteLossError, StopOnNonFiniteLoss, TrainingClock, make_optimizer, tf_data_fit
 
 TASK_FILE = "task.json"
@@ -36,6 +37,8 @@ MODEL_FILE = "model.keras"
 VOCAB_FILE = "vocab.txt"
 METRICS_FILE = "metrics.csv"
 PROGRESS_FILE = "progress.json"
+# Marks a directory that a fine-tuning run is writing (or a killed one left): a re-run replaces it.
+UNFINISHED_FILE = ".kmlm-unfinished"
 
 # The metric that early stopping and "best epoch" follow, per task.
 PRIMARY_METRIC = {"classify": "accuracy", "pair": "accuracy", "tag": "f1", "similarity": "spearman", "qa": "f1"}
@@ -422,6 +425,9 @@ def _labels_of(train, task, eval_sets):
 def _prepare_output(out, overwrite):
     if os.path.exists(out) and not os.path.isdir(out):
         raise NotADirectoryError(f"--out {out!r} is a file; give a directory")
+    if os.path.isdir(out) and os.path.isfile(os.path.join(out, UNFINISHED_FILE)) and not os.path.isfile(
+            os.path.join(out, TASK_FILE)):
+        shutil.rmtree(out)  # what a killed fine-tuning run left: it keeps no backup, so start again
     if os.path.isdir(out) and os.listdir(out):
         if not overwrite:
             raise ValueError(f"--out {out!r} exists and is not empty; choose a new --out or pass --overwrite")
@@ -429,6 +435,7 @@ def _prepare_output(out, overwrite):
             raise ValueError(f"--overwrite refused: {out!r} is not a fine-tuned model directory")
         shutil.rmtree(out)
     os.makedirs(out, exist_ok=True)
+    write_text_atomically(os.path.join(out, UNFINISHED_FILE), "a kmlm finetune run writes this directory\n")
 
 
 @dataclasses.dataclass
@@ -494,7 +501,9 @@ def finetune(run_dir, out, settings, *, overwrite=False, verbose=1):
                        test=test, labels=labels, verbose=verbose)
     _prepare_output(out, overwrite)
     try:
-        return _run_job(job)
+        with stop_on_sigterm(lambda: f"stopped by SIGTERM; removed the unfinished {out} (fine-tuning keeps no "
+                                     "backup); re-run the same command to fine-tune again"):
+            return _run_job(job)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # a failed or interrupted run leaves nothing behind
         raise
@@ -733,3 +742,4 @@ def _write_task_directory(job, saved, info, schedule, result):
     replace_atomically(os.path.join(job.out, VOCAB_FILE), lambda tmp: save_vocabulary(job.run.vocabulary, tmp))
     replace_atomically(os.path.join(job.out, MODEL_FILE), saved.save)
     write_json_atomically(os.path.join(job.out, TASK_FILE), record)
+    os.remove(os.path.join(job.out, UNFINISHED_FILE))
