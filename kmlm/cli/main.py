@@ -13,6 +13,7 @@ import sys
 from kmlm import __version__
 from kmlm.cli import inference, interop, pretraining, serving, tasks, wordvec
 from kmlm.cli.options import HelpFormatter, OneLineErrorParser
+from kmlm.files import DiskFullError, is_disk_full
 from kmlm.output_lock import hold_output_directory
 from kmlm.termination import EXIT_STATUS as TERMINATED_STATUS
 from kmlm.termination import Terminated
@@ -33,7 +34,8 @@ COMMAND_ORDER = (
 WRITING_COMMANDS = ("pretrain", "finetune", "word2vec", "glove")
 
 # Errors of bad input, reported as their message alone; anything else also names its type.
-INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+                DiskFullError)
 
 
 def build_parser():
@@ -94,6 +96,9 @@ def one_line(error):
     inner = _input_error_inside_tensorflow(error)
     if inner is not None:
         return inner
+    if is_disk_full(error) and not isinstance(error, DiskFullError):  # a write outside kmlm.files
+        where = f" to write {error.filename!r}" if getattr(error, "filename", None) else ""
+        return f"no space left on the device{where}: free space and re-run the same command"
     lines = str(error).strip().splitlines()
     message = lines[0] if lines else type(error).__name__
     if not isinstance(error, INPUT_ERRORS):

@@ -5,12 +5,23 @@ leaves either the previous file or the new one, never a file that looks complete
 """
 
 import json
+import math
 import os
 import shutil
 
 import keras
+import numpy as np
 
 from kmlm.files import replace_atomically, write_json_atomically
+
+
+def weights_bytes(model, optimizer=True):
+    """The bytes of the model's variables (and its optimizer's): about the size of its
+    `.weights.h5` file, checked against the free space before writing one."""
+    variables = list(model.weights)
+    if optimizer and model.optimizer is not None:
+        variables += list(model.optimizer.variables)
+    return sum(np.dtype(v.dtype).itemsize * math.prod(v.shape) for v in variables)
 
 
 class AtomicBackupAndRestore(keras.callbacks.Callback):
@@ -132,7 +143,7 @@ class AtomicBackupAndRestore(keras.callbacks.Callback):
             return
         os.makedirs(self.backup_dir, exist_ok=True)
         name = f"epoch-{epoch}.weights.h5" if not batches else f"epoch-{epoch}-batch-{batches}.weights.h5"
-        replace_atomically(os.path.join(self.backup_dir, name), self.model.save_weights)
+        replace_atomically(os.path.join(self.backup_dir, name), self.model.save_weights, weights_bytes(self.model))
         state = {"epoch": epoch, "weights": name}
         if batches:
             state["batches"] = batches
@@ -166,5 +177,5 @@ class AtomicWeightsCheckpoint(keras.callbacks.Callback):
         self.last_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
-        replace_atomically(self.path, self.model.save_weights)
+        replace_atomically(self.path, self.model.save_weights, weights_bytes(self.model))
         self.last_epoch = epoch + 1

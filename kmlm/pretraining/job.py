@@ -26,7 +26,7 @@ from kmlm.pipelines import (
     split_documents,
 )
 from kmlm.pretraining import distributed
-from kmlm.pretraining.checkpointing import AtomicBackupAndRestore, AtomicWeightsCheckpoint
+from kmlm.pretraining.checkpointing import AtomicBackupAndRestore, AtomicWeightsCheckpoint, weights_bytes
 from kmlm.pretraining.curves import plot_curves
 from kmlm.pretraining.evaluation import eval_dataset, evaluate_masked_lm
 from kmlm.pretraining.objectives import objective_for
@@ -381,7 +381,7 @@ class PretrainingJob:
         curves and evaluation.json; returns the held-out metrics."""
         self.objective.save_heads(self.out, trainer)
         # A kill while saving must not leave a model.keras that looks finished.
-        replace_atomically(self.path(rd.MODEL_FILE), model.save)
+        replace_atomically(self.path(rd.MODEL_FILE), model.save, weights_bytes(model, optimizer=False))
         shutil.rmtree(self.path(rd.BACKUP_DIR), ignore_errors=True)
         plot_curves(self.path(rd.METRICS_FILE), self.path(rd.CURVES_FILE), self.steps_per_epoch)
         clock = self.clock

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
+from kmlm.files import disk_full_error, is_disk_full, size_on_disk
 from kmlm.serving.audit import audit_saved_model
 from kmlm.serving.client import grpc_predict_request
 
@@ -127,9 +128,16 @@ class ExportModule(tf.Module):
         model_name = model_name or os.path.basename(os.path.normpath(os.path.abspath(base_dir)))
         temp = os.path.join(base_dir, f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
-            tf.saved_model.save(self, temp, signatures=self.signatures())
-            ops = audit_saved_model(temp)
-            write_warmup_requests(temp, self.warmup_requests(), model_name)
+            try:
+                tf.saved_model.save(self, temp, signatures=self.signatures())
+                ops = audit_saved_model(temp)
+                write_warmup_requests(temp, self.warmup_requests(), model_name)
+            except Exception as error:
+                if not is_disk_full(error):
+                    raise
+                needed = size_on_disk(temp)  # at least what was written before the disk filled
+                shutil.rmtree(temp, ignore_errors=True)
+                raise disk_full_error(os.path.join(base_dir, str(version)), needed, at_least=True) from None
             version, claim = _claim_version(base_dir, version, explicit)
             final = os.path.join(base_dir, str(version))
             try:
