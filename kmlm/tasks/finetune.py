@@ -307,6 +307,8 @@ class Tasker:
         `end` (character offsets, end exclusive; -1 for no answer), `score`, `null_score_diff`
         (see `kmlm.tasks.qa.SpanReader`)."""
         info = self.info
+        if info.task != "qa":
+            raise ValueError(f"answers need a qa model; this is a {info.task} model")
         if self._reader is None or self._reader.null_threshold != info.null_threshold:
             settings = WindowSettings(seq_len=info.seq_len, doc_stride=info.doc_stride,
                                       max_query_length=info.max_query_length)
