@@ -20,7 +20,14 @@ from kmlm.cli.options import (
     positive_float,
     positive_int,
 )
-from kmlm.pretraining.recipe import LARGER_PRESET_LEARNING_RATE, LEARNING_RATES, PRETRAINING_MODEL
+from kmlm.pretraining.recipe import (
+    BATCH_SIZE,
+    LARGER_PRESET_LEARNING_RATE,
+    LEARNING_RATES,
+    MASK_RATE,
+    PRETRAINING_MODEL,
+    SEQ_LEN,
+)
 
 STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
 SCHEDULES = ("linear", "cosine", "constant")
@@ -89,11 +96,11 @@ def _add_row_and_masking_options(parser):
                              "learning-rate schedule follows the time and ends at 0 when it is spent (start-up, "
                              "vocabulary and final evaluation are outside it); a re-run resumes with the time "
                              "already spent")
-    parser.add_argument("--seq-len", type=positive_int, default=128, help="tokens per row S")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="rows per batch B")
+    parser.add_argument("--seq-len", type=positive_int, default=SEQ_LEN, help="tokens per row S")
+    parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help="rows per batch B")
     parser.add_argument("--masking", choices=("token", "whole_word", "span"), default="token",
                         help="masking strategy")
-    parser.add_argument("--mask-rate", type=float, default=0.15, help="fraction of tokens to predict, in (0, 1)")
+    parser.add_argument("--mask-rate", type=float, default=MASK_RATE, help="fraction of tokens to predict, in (0, 1)")
 
 
 def _add_vocabulary_options(parser):

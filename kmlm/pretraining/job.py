@@ -84,7 +84,7 @@ def run_record(settings, objective, vocabulary_size):
 
     Example:
     >>> from kmlm.pretraining.objectives import objective_for
-    >>> settings = PretrainSettings(preset="tiny", seq_len=64, objective="mlm+sop")
+    >>> settings = PretrainSettings(preset="tiny", seq_len=64, mask_rate=0.15, objective="mlm+sop")
     >>> record = run_record(settings, objective_for(settings), vocabulary_size=100)
     >>> record.data.max_predictions, record.training["objective"], record.heads.pooler
     (16, 'mlm+sop', True)

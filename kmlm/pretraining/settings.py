@@ -7,7 +7,7 @@ import os
 from kmlm.config import ModelConfig
 from kmlm.pipelines import MaskingConfig, check_seq_len
 from kmlm.pretraining import distributed
-from kmlm.pretraining.recipe import PRETRAINING_MODEL, default_learning_rate
+from kmlm.pretraining.recipe import BATCH_SIZE, MASK_RATE, PRETRAINING_MODEL, SEQ_LEN, default_learning_rate
 from kmlm.training import PRECISIONS, SCHEDULES
 
 DISTRIBUTIONS = distributed.STRATEGIES
@@ -36,10 +36,10 @@ class PretrainSettings:
     preset: str = "mini"
     steps: int | None = None
     time_budget: float | None = None
-    seq_len: int = 128
-    batch_size: int = 32
+    seq_len: int = SEQ_LEN
+    batch_size: int = BATCH_SIZE
     masking: str = "token"
-    mask_rate: float = 0.15
+    mask_rate: float = MASK_RATE
     mask_token_rate: float = 0.8
     random_token_rate: float = 0.1
     vocab: str | None = None
