@@ -39,6 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import train_throughput  # noqa: E402
 
+from kmlm.pretraining.recipe import BATCH_SIZE, SEQ_LEN  # noqa: E402  (TF-free constants)
+
 BENCHMARK = "command_vs_step"
 
 
@@ -46,8 +48,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="mini", help="model preset (default: mini)")
     parser.add_argument("--corpus", default="builtin:python-docs", help="corpus of the command arm")
-    parser.add_argument("--seq-len", type=int, default=128, help="row length S")
-    parser.add_argument("--batch-size", type=int, default=32, help="rows per batch B")
+    parser.add_argument("--seq-len", type=int, default=SEQ_LEN, help=f"row length S (default: {SEQ_LEN}, as the command)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help=f"rows per batch B (default: {BATCH_SIZE}, as the command)")
     parser.add_argument("--steps", type=int, default=200, help="steps of each command run and each step chunk")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of (command, step)")
     parser.add_argument("--jsonl", metavar="PATH", help="also append the JSON lines to this file")
