@@ -41,7 +41,7 @@ def _legacy_json():
 
 
 def test_pretraining_record_round_trips_through_dict_and_file(tmp_path):
-    settings = PretrainSettings(corpus="corpus.txt", preset="tiny", steps=40, seq_len=32, batch_size=8,
+    settings = PretrainSettings(corpus="corpus.txt", preset="tiny", steps=40, seq_len=32, batch_size=8, mask_rate=0.15,
                                 log_points=4, objective="mlm+sop", init_embeddings="vectors.npz")
     record = run_record(settings, objective_for(settings), vocabulary_size=300)
     values = record.to_dict()
@@ -70,7 +70,7 @@ def test_pretraining_record_round_trips_through_dict_and_file(tmp_path):
 
 
 def test_masked_lm_record_names_its_strategy_and_no_heads():
-    settings = PretrainSettings(preset="tiny", seq_len=64, vocab="vocab.txt", distribution="mirrored")
+    settings = PretrainSettings(preset="tiny", seq_len=64, mask_rate=0.15, vocab="vocab.txt", distribution="mirrored")
     values = run_record(settings, objective_for(settings), vocabulary_size=300).to_dict()
     assert values["training"]["distribution"] == "mirrored" and "objective" not in values["training"]
     assert values["data"]["vocab_method"] == "file:vocab.txt" and values["data"]["max_predictions"] == 16

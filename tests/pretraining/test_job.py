@@ -31,8 +31,8 @@ def _settings(tmp_path, **changes):
     corpus = write_corpus(tmp_path / "animals.txt", toy_corpus(60))
     vocab = str(tmp_path / "vocab.txt")
     save_vocabulary(VOCABULARY, vocab)
-    values = dict(corpus=corpus, vocab=vocab, preset="tiny", steps=4, seq_len=24, batch_size=4, log_points=2,
-                  objective="mlm+sop", model_overrides={"hidden_dim": 32, "num_heads": 4, "intermediate_dim": 64})
+    values = dict(corpus=corpus, vocab=vocab, preset="tiny", steps=4, seq_len=24, batch_size=4, mask_rate=0.15,
+                  log_points=2, objective="mlm+sop", model_overrides={"hidden_dim": 32, "num_heads": 4, "intermediate_dim": 64})
     values.update(changes)
     return PretrainSettings(**values)
 

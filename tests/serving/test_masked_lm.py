@@ -26,7 +26,7 @@ from tests.tiny_run import VOCABULARY, make_tiny_run, tiny_model
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--vocab-size", "300", "--log-points", "1",
+TINY = ["--preset", "tiny", "--seq-len", "32", "--mask-rate", "0.15", "--batch-size", "8", "--vocab-size", "300", "--log-points", "1",
         "--steps", "12", "--eval-batches", "0", "--no-jit", "--quiet"]
 TOP_K = 4
 TEXTS = {
