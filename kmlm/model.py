@@ -69,6 +69,39 @@ class Encoder(keras.Model):
         self.config = config
         self.embedding = embedding
 
+    def encode_with_attention(self, inputs, token_vectors=None):
+        """The sequence output and every block's attention probabilities, from the same
+        layers called one by one (dropout off); for looking inside the model.
+
+        Args:
+            inputs: dict of `token_ids`, `segment_ids`, `document_ids` [B, S] int32.
+            token_vectors: optional float [B, S, H] used in place of the token embeddings of
+                `token_ids` (integrated gradients moves the input along a path in this space).
+
+        Returns:
+            (sequence [B, S, H], a list of `num_layers` float32 tensors [B, num_heads, S, S]).
+
+        Example:
+        >>> import numpy as np
+        >>> encoder = Encoder(ModelConfig.from_preset("tiny", vocabulary_size=100))
+        >>> ids = np.ones((1, 5), "int32")
+        >>> sequence, attention = encoder.encode_with_attention(
+        ...     {"token_ids": ids, "segment_ids": 0 * ids, "document_ids": ids})
+        >>> len(attention), tuple(attention[0].shape)
+        (2, (1, 2, 5, 5))
+        """
+        if token_vectors is None:
+            token_vectors = self.embedding.token_vectors(inputs["token_ids"])
+        x = self.embedding.from_token_vectors(token_vectors, inputs["segment_ids"], training=False)
+        attention = []
+        for i in range(self.config.num_layers):
+            x, probabilities = self.get_layer(f"block_{i}")(
+                x, inputs["document_ids"], training=False, return_attention_scores=True)
+            attention.append(probabilities)
+        if self.config.norm_first:
+            x = self.get_layer("final_norm")(x)
+        return x, attention
+
     def get_config(self):
         return {"config": self.config.to_dict(), "name": self.name, "trainable": self.trainable}
 

@@ -32,9 +32,11 @@ class EncoderBlock(keras.layers.Layer):
         document_ids: int tensor [B, S] (0 = padding), used for the attention bias.
         attention_bias: optional precomputed bias [B, 1, S, S].
         training: whether dropout is active.
+        return_attention_scores: also return the attention probabilities.
 
     Returns:
-        float tensor [B, S, H].
+        float tensor [B, S, H]; with `return_attention_scores`, the pair (output, float32
+        attention probabilities [B, num_heads, S, S]).
 
     Example:
     >>> block = EncoderBlock(num_heads=2, intermediate_dim=32)
@@ -100,14 +102,17 @@ class EncoderBlock(keras.layers.Layer):
     def _norm(self, norm, x):
         return ops.cast(norm(x), self.compute_dtype)
 
-    def call(self, x, document_ids=None, attention_bias=None, training=None):
+    def call(self, x, document_ids=None, attention_bias=None, training=None, return_attention_scores=False):
+        attention_input = self._norm(self.attention_norm, x) if self.norm_first else x
+        h, probs = self.attention(attention_input, document_ids, attention_bias, training=training,
+                                  return_attention_scores=True)
         if self.norm_first:
-            h = self.attention(self._norm(self.attention_norm, x), document_ids, attention_bias, training=training)
             x = x + self.attention_dropout_layer(h, training=training)
-            return x + self.feed_forward(self._norm(self.feed_forward_norm, x), training=training)
-        h = self.attention(x, document_ids, attention_bias, training=training)
-        x = self._norm(self.attention_norm, x + self.attention_dropout_layer(h, training=training))
-        return self._norm(self.feed_forward_norm, x + self.feed_forward(x, training=training))
+            x = x + self.feed_forward(self._norm(self.feed_forward_norm, x), training=training)
+        else:
+            x = self._norm(self.attention_norm, x + self.attention_dropout_layer(h, training=training))
+            x = self._norm(self.feed_forward_norm, x + self.feed_forward(x, training=training))
+        return (x, probs) if return_attention_scores else x
 
     def compute_output_shape(self, x_shape, document_ids_shape=None, attention_bias_shape=None):
         return tuple(x_shape)

@@ -76,8 +76,18 @@ class InputEmbedding(keras.layers.Layer):
         self.built = True
 
     def call(self, token_ids, segment_ids=None, training=None):
-        seq_len = ops.shape(token_ids)[1]
-        x = ops.take(ops.cast(self.token_embeddings, self.compute_dtype), token_ids, axis=0)
+        return self.from_token_vectors(self.token_vectors(token_ids), segment_ids, training=training)
+
+    def token_vectors(self, token_ids):
+        """The rows of the token table for `token_ids` [B, S]: [B, S, hidden_dim]."""
+        return ops.take(ops.cast(self.token_embeddings, self.compute_dtype), token_ids, axis=0)
+
+    def from_token_vectors(self, token_vectors, segment_ids=None, training=None):
+        """The layer's output for given token vectors [B, S, hidden_dim] instead of ids: adds
+        the position and segment embeddings, then LayerNorm and dropout. Attribution methods
+        (integrated gradients) move the inputs along a path in this space."""
+        seq_len = ops.shape(token_vectors)[1]
+        x = ops.cast(token_vectors, self.compute_dtype)
         x = x + ops.expand_dims(ops.cast(self.position_embeddings, self.compute_dtype)[:seq_len], 0)
         if self.segment_embeddings is not None and segment_ids is not None:
             x = x + ops.take(ops.cast(self.segment_embeddings, self.compute_dtype), segment_ids, axis=0)

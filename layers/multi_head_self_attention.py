@@ -41,9 +41,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         attention_bias: optional precomputed additive bias [B, 1, S, S] (overrides
             `document_ids`); lets a stack of blocks share one bias.
         training: whether dropout is active.
+        return_attention_scores: also return the attention probabilities.
 
     Returns:
-        float tensor [B, S, H].
+        float tensor [B, S, H]; with `return_attention_scores`, the pair (output, float32
+        probabilities [B, num_heads, S_query, S_key] before dropout; each row sums to 1).
 
     Example:
     >>> attn = MultiHeadSelfAttention(num_heads=2)
@@ -75,7 +77,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.dropout_layer = HashDropout(self.dropout, dtype=self.dtype_policy, name="attention_dropout")
         self.built = True
 
-    def call(self, x, document_ids=None, attention_bias=None, training=None):
+    def call(self, x, document_ids=None, attention_bias=None, training=None, return_attention_scores=False):
         # Explicit casts: a nested layer's call can leave Keras' autocast scope float32.
         batch, seq_len = ops.shape(x)[0], ops.shape(x)[1]
         qkv = project(x, self.qkv_kernel, self.qkv_bias)
@@ -89,11 +91,12 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             attention_bias = document_attention_bias(document_ids)
         if attention_bias is not None:
             scores = scores + ops.cast(attention_bias, "float32")
-        probs = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
-        probs = self.dropout_layer(probs, training=training)
+        attention = ops.softmax(scores, axis=-1)
+        probs = self.dropout_layer(ops.cast(attention, self.compute_dtype), training=training)
         context = ops.einsum("bnqk,bknd->bqnd", probs, v)
         context = ops.reshape(context, (batch, seq_len, self.hidden_dim))
-        return project(context, self.output_kernel, self.output_bias)
+        output = project(context, self.output_kernel, self.output_bias)
+        return (output, attention) if return_attention_scores else output
 
     def compute_output_shape(self, x_shape, document_ids_shape=None, attention_bias_shape=None):
         return tuple(x_shape)
