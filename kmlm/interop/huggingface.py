@@ -5,7 +5,9 @@ The mapping is exact: BERT is post-LN with learned position and segment embeddin
 kmlm's default architecture. Query/key/value kernels are fused into kmlm's one [H, 3H]
 projection, PyTorch's [out, in] linear weights are transposed, and the MLM decoder stays tied
 to the token embedding. Weights are read with `safetensors` only (never pickled `.bin`
-files).
+files). A `roberta-prelayernorm` checkpoint with a WordPiece vocab.txt (what
+`kmlm export --format huggingface` writes for a pre-LN run) imports as a pre-LN run; the
+tensor names of both layouts are in `kmlm.interop.huggingface_layouts`.
 
 ```
 kmlm convert HF_DIR --out RUN_DIR
@@ -17,6 +19,7 @@ MLM head (a plain `BertModel`) still gets a loadable `MaskedLMModel`, but its he
 untrained and config.json says so: `fill-mask`, `evaluate`, `score` and `generate` refuse it.
 """
 
+import dataclasses
 import json
 import os
 
@@ -25,6 +28,7 @@ import numpy as np
 from kmlm import run_directory as rd
 from kmlm.config import ModelConfig
 from kmlm.files import read_json, replace_atomically
+from kmlm.interop.huggingface_layouts import LAYOUTS, encoder_tensors, masked_lm_head_tensors
 
 # Hugging Face `hidden_act` values and the kmlm activation computing the same function.
 ACTIVATION_NAMES = {
@@ -35,11 +39,9 @@ ACTIVATION_NAMES = {
     "gelu_fast": "gelu_tanh",
     "relu": "relu",
 }
-SUPPORTED_MODEL_TYPES = ("bert",)
+SUPPORTED_MODEL_TYPES = tuple(LAYOUTS)
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
-# Prefixes under which the encoder's tensors are stored, by head class.
-_ENCODER_PREFIXES = ("bert.", "")
 
 
 def read_hf_config(hf_dir):
@@ -80,11 +82,14 @@ def read_hf_config(hf_dir):
         raise ValueError(
             f"unsupported BERT config: hidden_act={activation!r}; supported: {', '.join(sorted(ACTIVATION_NAMES))}"
         )
+    if LAYOUTS[model_type].pads_positions and "pad_token_id" not in config:
+        raise ValueError(f"config.json of a {model_type} checkpoint lacks pad_token_id, which numbers its positions")
     return config
 
 
 def model_config_from_hf(config):
-    """The `ModelConfig` equivalent to a Hugging Face BERT config dict."""
+    """The `ModelConfig` equivalent to a Hugging Face BERT (or roberta-prelayernorm) config dict."""
+    layout = LAYOUTS[config.get("model_type", "bert")]
     try:
         return ModelConfig(
             vocabulary_size=int(config["vocab_size"]),
@@ -92,11 +97,14 @@ def model_config_from_hf(config):
             num_layers=int(config["num_hidden_layers"]),
             num_heads=int(config["num_attention_heads"]),
             intermediate_dim=int(config["intermediate_size"]),
-            max_position=int(config.get("max_position_embeddings", 512)),
+            # The pre-LN layout's first rows serve padding; kmlm's positions start after them.
+            max_position=int(config.get("max_position_embeddings", 512))
+            - layout.position_offset(config.get("pad_token_id", 0)),
             num_segments=int(config.get("type_vocab_size", 2)),
             dropout=float(config.get("hidden_dropout_prob", 0.1)),
             attention_dropout=float(config.get("attention_probs_dropout_prob", 0.1)),
             activation=ACTIVATION_NAMES[config.get("hidden_act", "gelu")],
+            norm_first=layout.norm_first,
             layer_norm_epsilon=float(config.get("layer_norm_eps", 1e-12)),
             initializer_range=float(config.get("initializer_range", 0.02)),
         )
@@ -152,12 +160,14 @@ class _Checkpoint:
         return handle.get_tensor(key).astype(np.float32)
 
 
-def _encoder_prefix(checkpoint):
-    for prefix in _ENCODER_PREFIXES:
+def _encoder_prefix(checkpoint, layout):
+    """Where the encoder's tensors are: under the head class's prefix ("bert.") or at the top."""
+    for prefix in (layout.prefix, ""):
         if f"{prefix}embeddings.word_embeddings.weight" in checkpoint:
             return prefix
     raise ValueError(
-        "the checkpoint has no BERT embeddings (embeddings.word_embeddings.weight); it is not a BERT model"
+        f"the checkpoint has no {layout.model_type} embeddings (embeddings.word_embeddings.weight); "
+        f"it is not a {layout.model_type} model"
     )
 
 
@@ -171,53 +181,32 @@ def _assign(variable, value, name):
     variable.assign(value)
 
 
-def _load_layer_norm(norm, checkpoint, name):
-    _assign(norm.gamma, checkpoint.get(f"{name}.weight"), f"{name}.weight")
-    _assign(norm.beta, checkpoint.get(f"{name}.bias"), f"{name}.bias")
+def _load(tensors, checkpoint):
+    """Assigns every `Tensor` of `tensors` (`kmlm.interop.huggingface_layouts`) from the checkpoint."""
+    for tensor in tensors:
+        _assign(tensor.variable, tensor.from_hf({name: checkpoint.get(name) for name in tensor.names}),
+                ", ".join(tensor.names))
 
 
-def load_encoder_weights(encoder, checkpoint, prefix):
-    """Copies the embeddings and every block of a BERT checkpoint into a kmlm `Encoder`."""
-    embedding = encoder.embedding
-    p = f"{prefix}embeddings."
-    _assign(embedding.token_embeddings, checkpoint.get(p + "word_embeddings.weight"), p + "word_embeddings.weight")
-    _assign(embedding.position_embeddings, checkpoint.get(p + "position_embeddings.weight"), p + "position_embeddings.weight")
-    if embedding.segment_embeddings is not None:
-        _assign(embedding.segment_embeddings, checkpoint.get(p + "token_type_embeddings.weight"), p + "token_type_embeddings.weight")
-    _load_layer_norm(embedding.norm, checkpoint, p + "LayerNorm")
+def load_encoder_weights(encoder, checkpoint, prefix, layout=LAYOUTS["bert"], pad_id=0):
+    """Copies the embeddings and every block of a checkpoint in `layout` into a kmlm `Encoder`."""
     for i in range(encoder.config.num_layers):
-        block = encoder.get_layer(f"block_{i}")
-        p = f"{prefix}encoder.layer.{i}."
-        try:
-            q, k, v = (checkpoint.get(f"{p}attention.self.{name}.weight") for name in ("query", "key", "value"))
-            qb, kb, vb = (checkpoint.get(f"{p}attention.self.{name}.bias") for name in ("query", "key", "value"))
-        except KeyError:
+        name = f"{prefix}encoder.layer.{i}.attention.self.query.weight"
+        if name not in checkpoint:
             raise ValueError(
-                f"the checkpoint has no layer {i} ({p}attention.self.query.weight), but config.json says "
+                f"the checkpoint has no layer {i} ({name}), but config.json says "
                 f"num_hidden_layers={encoder.config.num_layers}"
-            ) from None
-        # PyTorch Linear stores [out, in]; kmlm kernels are [in, out], q|k|v side by side.
-        _assign(block.attention.qkv_kernel, np.concatenate([q.T, k.T, v.T], axis=1), p + "attention.self.*.weight")
-        _assign(block.attention.qkv_bias, np.concatenate([qb, kb, vb]), p + "attention.self.*.bias")
-        _assign(block.attention.output_kernel, checkpoint.get(p + "attention.output.dense.weight").T, p + "attention.output.dense.weight")
-        _assign(block.attention.output_bias, checkpoint.get(p + "attention.output.dense.bias"), p + "attention.output.dense.bias")
-        _load_layer_norm(block.attention_norm, checkpoint, p + "attention.output.LayerNorm")
-        ffn = block.feed_forward
-        _assign(ffn.inner_kernel, checkpoint.get(p + "intermediate.dense.weight").T, p + "intermediate.dense.weight")
-        _assign(ffn.inner_bias, checkpoint.get(p + "intermediate.dense.bias"), p + "intermediate.dense.bias")
-        _assign(ffn.output_kernel, checkpoint.get(p + "output.dense.weight").T, p + "output.dense.weight")
-        _assign(ffn.output_bias, checkpoint.get(p + "output.dense.bias"), p + "output.dense.bias")
-        _load_layer_norm(block.feed_forward_norm, checkpoint, p + "output.LayerNorm")
+            )
+    _load(encoder_tensors(encoder, layout, prefix, pad_id), checkpoint)
 
 
-def _load_masked_lm_head(head, token_embeddings, checkpoint):
-    p = "cls.predictions."
-    _assign(head.transform_kernel, checkpoint.get(p + "transform.dense.weight").T, p + "transform.dense.weight")
-    _assign(head.transform_bias, checkpoint.get(p + "transform.dense.bias"), p + "transform.dense.bias")
-    _load_layer_norm(head.norm, checkpoint, p + "transform.LayerNorm")
-    bias_name = p + "bias" if p + "bias" in checkpoint else p + "decoder.bias"
-    _assign(head.output_bias, checkpoint.get(bias_name), bias_name)
-    decoder = p + "decoder.weight"
+def _load_masked_lm_head(head, token_embeddings, checkpoint, layout=LAYOUTS["bert"]):
+    tensors = masked_lm_head_tensors(head, layout)
+    bias = tensors[-1]
+    if bias.names[0] not in checkpoint:  # older checkpoints store only the decoder's bias
+        bias = dataclasses.replace(bias, names=(f"{layout.mlm_decoder}.bias",))
+    _load(tensors[:-1] + [bias], checkpoint)
+    decoder = f"{layout.mlm_decoder}.weight"
     if decoder in checkpoint and not np.array_equal(checkpoint.get(decoder), token_embeddings):
         raise ValueError(
             f"unsupported checkpoint: its MLM decoder ({decoder}) is not tied to the word embeddings; "
@@ -225,15 +214,13 @@ def _load_masked_lm_head(head, token_embeddings, checkpoint):
         )
 
 
-def _sentence_heads(checkpoint, prefix):
+def _sentence_heads(checkpoint, prefix, layout=LAYOUTS["bert"]):
     """The pooler ([H, H] kernel, bias) and NSP classifier ([H, 2], bias) present, kmlm layout."""
     heads = {}
-    if f"{prefix}pooler.dense.weight" in checkpoint:
-        heads["pooler/kernel"] = checkpoint.get(f"{prefix}pooler.dense.weight").T
-        heads["pooler/bias"] = checkpoint.get(f"{prefix}pooler.dense.bias")
-    if "cls.seq_relationship.weight" in checkpoint:
-        heads["next_sentence/kernel"] = checkpoint.get("cls.seq_relationship.weight").T
-        heads["next_sentence/bias"] = checkpoint.get("cls.seq_relationship.bias")
+    for kmlm_name, name in (("pooler", f"{prefix}{layout.sentence_pooler}"), ("next_sentence", layout.next_sentence)):
+        if name and f"{name}.weight" in checkpoint:
+            heads[f"{kmlm_name}/kernel"] = checkpoint.get(f"{name}.weight").T
+            heads[f"{kmlm_name}/bias"] = checkpoint.get(f"{name}.bias")
     return heads
 
 
@@ -274,33 +261,48 @@ def convert_checkpoint(hf_dir, out, seq_len=128, verbose=1):
     {'masked_lm': False, 'pooler': True, 'next_sentence': False}
     """
     from kmlm.model import build_mlm_model
-    from kmlm.pipelines import check_vocabulary, load_vocabulary, save_vocabulary
+    from kmlm.pipelines import check_vocabulary, load_vocabulary, save_vocabulary, special_ids
 
     hf_config = read_hf_config(hf_dir)
     model_config = model_config_from_hf(hf_config)
     if seq_len > model_config.max_position:
         raise ValueError(f"--seq-len {seq_len} exceeds the checkpoint's max_position_embeddings={model_config.max_position}")
+    layout = LAYOUTS[hf_config["model_type"]]
     vocab_path = os.path.join(hf_dir, "vocab.txt")
     if not os.path.isfile(vocab_path):
-        raise FileNotFoundError(f"{hf_dir!r} has no vocab.txt; kmlm needs the WordPiece vocabulary file")
+        bpe = " (it has vocab.json: a byte-level BPE tokenizer, which kmlm does not read)" if os.path.isfile(
+            os.path.join(hf_dir, "vocab.json")) else ""
+        raise FileNotFoundError(f"{hf_dir!r} has no vocab.txt{bpe}; kmlm needs the WordPiece vocabulary file")
     vocabulary = load_vocabulary(vocab_path)
     check_vocabulary(vocabulary)
     if len(vocabulary) != model_config.vocabulary_size:
         raise ValueError(
             f"vocab.txt has {len(vocabulary)} tokens but config.json says vocab_size={model_config.vocabulary_size}"
         )
+    pad_id = special_ids(vocabulary).pad
+    if layout.pads_positions and int(hf_config["pad_token_id"]) != pad_id:
+        raise ValueError(
+            f"config.json says pad_token_id={hf_config['pad_token_id']} but [PAD] is id {pad_id} in vocab.txt; "
+            f"a {layout.model_type} checkpoint numbers its positions from the padding id, so they must agree"
+        )
     lowercase = _tokenizer_settings(hf_dir)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise ValueError(f"--out {out!r} already exists and is not empty; choose a new run directory")
     checkpoint = _Checkpoint(hf_dir)
-    prefix = _encoder_prefix(checkpoint)
+    prefix = _encoder_prefix(checkpoint, layout)
+    has_mlm_head = f"{layout.mlm_transform}.weight" in checkpoint
+    if has_mlm_head and layout.pads_positions and model_config.activation != "gelu":
+        raise ValueError(
+            f"unsupported {layout.model_type} config: hidden_act={hf_config.get('hidden_act')!r}; its MLM head always "
+            "applies exact GELU and kmlm's applies the feed-forward's activation, so only hidden_act='gelu' converts"
+        )
 
     model = build_mlm_model(model_config)
-    load_encoder_weights(model.encoder, checkpoint, prefix)
-    has_mlm_head = "cls.predictions.transform.dense.weight" in checkpoint
+    load_encoder_weights(model.encoder, checkpoint, prefix, layout, pad_id)
     if has_mlm_head:
-        _load_masked_lm_head(model.get_layer("mlm_head"), model.encoder.embedding.token_embeddings.numpy(), checkpoint)
-    sentence_heads = _sentence_heads(checkpoint, prefix)
+        _load_masked_lm_head(model.get_layer("mlm_head"), model.encoder.embedding.token_embeddings.numpy(),
+                             checkpoint, layout)
+    sentence_heads = _sentence_heads(checkpoint, prefix, layout)
     heads = {
         "masked_lm": has_mlm_head,
         "pooler": "pooler/kernel" in sentence_heads,

@@ -1,0 +1,204 @@
+"""Where each kmlm weight lives in a Hugging Face checkpoint, per model layout.
+
+One table serves both directions: `kmlm convert` (import, `kmlm.interop.huggingface`) reads
+the tensors it names and `kmlm export --format huggingface`
+(`kmlm.interop.huggingface_export`) writes them.
+
+| kmlm encoder | layout | transformers classes |
+|---|---|---|
+| post-LN (BERT) | `bert` | `BertForMaskedLM`, `BertForPreTraining`, `BertModel`, `BertForSequenceClassification` |
+| pre-LN | `roberta-prelayernorm` | `RobertaPreLayerNormForMaskedLM`, `...Model`, `...ForSequenceClassification` |
+
+The pre-LN layout numbers positions from `pad_token_id + 1` (fairseq's convention, with the
+padding tokens at `pad_token_id`), so kmlm's position row i is its row i + pad_token_id + 1
+(`Layout.position_offset`); its MLM head always applies exact GELU. PyTorch `Linear` weights
+are [out, in], kmlm kernels [in, out]; kmlm's fused [H, 3H] query|key|value kernel is three
+tensors there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The names of one Hugging Face model layout.
+
+    Attributes:
+        model_type: `model_type` of its config.json.
+        prefix: the encoder's tensor prefix under a head class ("bert.").
+        norm_first: whether the blocks are pre-LN.
+        attention_norm: per-block name of the LayerNorm of the attention sublayer.
+        feed_forward_norm: per-block name of the LayerNorm of the feed-forward sublayer.
+        final_norm: name (under `prefix`) of the LayerNorm after the last block, or None.
+        mlm_transform, mlm_norm, mlm_bias, mlm_decoder: the MLM head's dense, LayerNorm,
+            output bias and (tied) decoder.
+        classifier_pooler, classifier_output: the sequence classifier's [CLS] dense + tanh
+            and its output layer.
+        sentence_pooler: the base model's [CLS] pooler (under `prefix`), or None.
+        next_sentence: the next-sentence classifier, or None when the layout has none.
+        classes: transformers class name per kind ("masked_lm", "pretraining", "base",
+            "sequence_classification").
+        pads_positions: positions start after `pad_token_id` (`position_offset`).
+    """
+
+    model_type: str
+    prefix: str
+    norm_first: bool
+    attention_norm: str
+    feed_forward_norm: str
+    final_norm: str | None
+    mlm_transform: str
+    mlm_norm: str
+    mlm_bias: str
+    mlm_decoder: str
+    classifier_pooler: str
+    classifier_output: str
+    sentence_pooler: str | None
+    next_sentence: str | None
+    classes: dict
+    pads_positions: bool = False
+
+    def position_offset(self, pad_id):
+        """The Hugging Face position row of kmlm's position 0.
+
+        Example:
+        >>> LAYOUTS["roberta-prelayernorm"].position_offset(0), LAYOUTS["bert"].position_offset(0)
+        (1, 0)
+        """
+        return int(pad_id) + 1 if self.pads_positions else 0
+
+
+LAYOUTS = {
+    "bert": Layout(
+        model_type="bert",
+        prefix="bert.",
+        norm_first=False,
+        attention_norm="attention.output.LayerNorm",
+        feed_forward_norm="output.LayerNorm",
+        final_norm=None,
+        mlm_transform="cls.predictions.transform.dense",
+        mlm_norm="cls.predictions.transform.LayerNorm",
+        mlm_bias="cls.predictions.bias",
+        mlm_decoder="cls.predictions.decoder",
+        classifier_pooler="bert.pooler.dense",
+        classifier_output="classifier",
+        sentence_pooler="pooler.dense",
+        next_sentence="cls.seq_relationship",
+        classes={"masked_lm": "BertForMaskedLM", "pretraining": "BertForPreTraining", "base": "BertModel",
+                 "sequence_classification": "BertForSequenceClassification"},
+    ),
+    "roberta-prelayernorm": Layout(
+        model_type="roberta-prelayernorm",
+        prefix="roberta_prelayernorm.",
+        norm_first=True,
+        attention_norm="attention.LayerNorm",
+        feed_forward_norm="intermediate.LayerNorm",
+        final_norm="LayerNorm",
+        mlm_transform="lm_head.dense",
+        mlm_norm="lm_head.layer_norm",
+        mlm_bias="lm_head.bias",
+        mlm_decoder="lm_head.decoder",
+        classifier_pooler="classifier.dense",
+        classifier_output="classifier.out_proj",
+        sentence_pooler="pooler.dense",
+        next_sentence=None,
+        classes={"masked_lm": "RobertaPreLayerNormForMaskedLM", "base": "RobertaPreLayerNormModel",
+                 "sequence_classification": "RobertaPreLayerNormForSequenceClassification"},
+        pads_positions=True,
+    ),
+}
+
+
+def layout_for(norm_first):
+    """The layout of a kmlm encoder: `bert` for post-LN, `roberta-prelayernorm` for pre-LN."""
+    return LAYOUTS["roberta-prelayernorm" if norm_first else "bert"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Tensor:
+    """One kmlm variable and the Hugging Face tensor(s) holding it.
+
+    `names` has one entry, or three for the fused query|key|value kernel or bias (split along
+    its last axis). `transposed`: a Linear weight ([out, in] there). `row_offset`: the kmlm
+    table starts at this row of the Hugging Face one (positions of the pre-LN layout).
+    """
+
+    names: tuple
+    variable: object
+    transposed: bool = False
+    row_offset: int = 0
+
+    def to_hf(self, value, rows=None):
+        """The Hugging Face tensors {name: array} of the kmlm `value` (`rows`: the table's height)."""
+        value = np.asarray(value, np.float32)
+        if self.row_offset:
+            table = np.zeros((rows, value.shape[1]), np.float32)
+            table[self.row_offset:self.row_offset + len(value)] = value
+            value = table
+        parts = np.split(value, len(self.names), axis=-1)
+        return {name: np.ascontiguousarray(part.T if self.transposed else part) for name, part in zip(self.names, parts)}
+
+    def from_hf(self, tensors):
+        """The kmlm value of the Hugging Face `tensors` (name -> array, for `names`)."""
+        parts = [tensors[name].T if self.transposed else tensors[name] for name in self.names]
+        value = np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+        rows = self.variable.shape[0]
+        return value[self.row_offset:self.row_offset + rows] if self.row_offset else value
+
+
+def layer_norm_tensors(norm, name):
+    """The gamma and beta of a Keras LayerNormalization as `name`.weight and `name`.bias."""
+    return [Tensor((f"{name}.weight",), norm.gamma), Tensor((f"{name}.bias",), norm.beta)]
+
+
+def dense_tensors(kernel, bias, name):
+    """A kmlm [in, out] kernel and its bias as the PyTorch Linear `name`."""
+    return [Tensor((f"{name}.weight",), kernel, transposed=True), Tensor((f"{name}.bias",), bias)]
+
+
+def encoder_tensors(encoder, layout, prefix, pad_id=0):
+    """Every tensor of a kmlm `Encoder` in `layout`, its names under `prefix` ("" or
+    `layout.prefix`): embeddings, each block, and the final LayerNorm of a pre-LN encoder."""
+    embedding = encoder.embedding
+    p = f"{prefix}embeddings."
+    tensors = [
+        Tensor((p + "word_embeddings.weight",), embedding.token_embeddings),
+        Tensor((p + "position_embeddings.weight",), embedding.position_embeddings,
+               row_offset=layout.position_offset(pad_id)),
+    ]
+    if embedding.segment_embeddings is not None:
+        tensors.append(Tensor((p + "token_type_embeddings.weight",), embedding.segment_embeddings))
+    tensors += layer_norm_tensors(embedding.norm, p + "LayerNorm")
+    for i in range(encoder.config.num_layers):
+        tensors += block_tensors(encoder.get_layer(f"block_{i}"), layout, f"{prefix}encoder.layer.{i}.")
+    if layout.final_norm:
+        tensors += layer_norm_tensors(encoder.get_layer("final_norm"), prefix + layout.final_norm)
+    return tensors
+
+
+def block_tensors(block, layout, p):
+    """The tensors of one `EncoderBlock`, named under `p` ("bert.encoder.layer.0.")."""
+    attention, ffn = block.attention, block.feed_forward
+    qkv = [f"{p}attention.self.{part}" for part in ("query", "key", "value")]
+    return [
+        Tensor(tuple(f"{name}.weight" for name in qkv), attention.qkv_kernel, transposed=True),
+        Tensor(tuple(f"{name}.bias" for name in qkv), attention.qkv_bias),
+        *dense_tensors(attention.output_kernel, attention.output_bias, p + "attention.output.dense"),
+        *layer_norm_tensors(block.attention_norm, p + layout.attention_norm),
+        *dense_tensors(ffn.inner_kernel, ffn.inner_bias, p + "intermediate.dense"),
+        *dense_tensors(ffn.output_kernel, ffn.output_bias, p + "output.dense"),
+        *layer_norm_tensors(block.feed_forward_norm, p + layout.feed_forward_norm),
+    ]
+
+
+def masked_lm_head_tensors(head, layout):
+    """The MLM head's transform, LayerNorm and output bias (its decoder is the tied token table)."""
+    return [
+        *dense_tensors(head.transform_kernel, head.transform_bias, layout.mlm_transform),
+        *layer_norm_tensors(head.norm, layout.mlm_norm),
+        Tensor((layout.mlm_bias,), head.output_bias),
+    ]
