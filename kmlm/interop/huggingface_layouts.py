@@ -132,11 +132,12 @@ class Tensor:
     transposed: bool = False
     row_offset: int = 0
 
-    def to_hf(self, value, rows=None):
-        """The Hugging Face tensors {name: array} of the kmlm `value` (`rows`: the table's height)."""
+    def to_hf(self, value):
+        """The Hugging Face tensors {name: array} of the kmlm `value` (an offset table gets
+        `row_offset` zero rows first: the rows of padding)."""
         value = np.asarray(value, np.float32)
         if self.row_offset:
-            table = np.zeros((rows, value.shape[1]), np.float32)
+            table = np.zeros((self.row_offset + len(value), value.shape[1]), np.float32)
             table[self.row_offset:self.row_offset + len(value)] = value
             value = table
         parts = np.split(value, len(self.names), axis=-1)
