@@ -1,4 +1,5 @@
-"""`kmlm export`: write a run as a TensorFlow Serving SavedModel version.
+"""`kmlm export`: write a run as a TensorFlow Serving SavedModel version, or with
+`--format huggingface` as a Hugging Face transformers directory.
 
 TensorFlow-heavy modules are imported inside the command function, so `kmlm --help` stays fast.
 """
@@ -8,6 +9,11 @@ import time
 
 from kmlm.cli.options import add_command, add_subcommands, positive_int
 
+TOP_K = 5  # predictions per [MASK] in the SavedModel's fill_mask
+FORMATS = ("tf-serving", "huggingface")
+# Options of the SavedModel export that a Hugging Face directory has no use for.
+TF_SERVING_ONLY = ("--version", "--seq-len", "--top-k", "--max-masks", "--model-name")
+
 
 def add_commands(commands, names=None):
     """Adds the subcommand export (or only those in `names`) to `commands`."""
@@ -16,20 +22,26 @@ def add_commands(commands, names=None):
 
 def add_export_command(commands):
     """Adds `kmlm export`."""
-    ex = add_command(commands, "export", help="export a run for TensorFlow Serving",
+    ex = add_command(commands, "export", help="export a run for TensorFlow Serving or Hugging Face transformers",
                      description="Write a TensorFlow Serving SavedModel version BASE_DIR/<version>/ with the "
                                  "signatures serving_default (fixed-length ids), fill_mask and encode (raw "
                                  "strings), warmup requests, and an op audit. The version is written under a "
                                  "temporary name and renamed into place; existing versions are never "
-                                 "overwritten.")
+                                 "overwritten. With --format huggingface, write a transformers directory "
+                                 "instead (config.json, model.safetensors, vocab.txt, tokenizer_config.json): "
+                                 "BertForMaskedLM for a post-LN run, RobertaPreLayerNormForMaskedLM for a pre-LN "
+                                 "run, ...ForSequenceClassification for a fine-tuned classifier.")
     ex.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `kmlm pretrain`, or by `kmlm finetune` "
                     "(signatures serving_default and predict; see the README)")
-    ex.add_argument("--out", required=True, metavar="BASE_DIR", help="model base directory (one subdirectory per version)")
+    ex.add_argument("--out", required=True, metavar="BASE_DIR", help="model base directory (one subdirectory per "
+                    "version); with --format huggingface, the directory to write (new or empty)")
+    ex.add_argument("--format", choices=FORMATS, default="tf-serving",
+                    help="tf-serving: a SavedModel version; huggingface: a transformers model directory")
     ex.add_argument("--version", type=positive_int, default=None,
                     help="version number (default: one more than the highest present)")
     ex.add_argument("--seq-len", type=positive_int, default=None,
                     help="fixed sequence length S of the signatures (default: the run's --seq-len)")
-    ex.add_argument("--top-k", type=positive_int, default=5, help="predictions per [MASK]")
+    ex.add_argument("--top-k", type=positive_int, default=None, help=f"predictions per [MASK] (default {TOP_K})")
     ex.add_argument("--max-masks", type=positive_int, default=None,
                     help="[MASK] slots per text (default: the run's prediction slots for S)")
     ex.add_argument("--model-name", default=None, help="model name in the warmup requests (default: BASE_DIR's name)")
@@ -38,6 +50,9 @@ def add_export_command(commands):
 
 def _export(args):
     """Runs `kmlm export`."""
+    if args.format == "huggingface":
+        _export_huggingface(args)
+        return
     from kmlm.serving.audit import text_ops_used
     from kmlm.serving.masked_lm import export_run
 
@@ -52,13 +67,27 @@ def _export(args):
               f"{', '.join(sorted(result.ops))} (S={result.seq_len}); op audit passed, TF Text ops: "
               f"{', '.join(text_ops_used(result.ops)) or 'none'}")
         return
-    result = export_run(args.run_dir, args.out, version=args.version, seq_len=args.seq_len, top_k=args.top_k,
+    result = export_run(args.run_dir, args.out, version=args.version, seq_len=args.seq_len, top_k=args.top_k or TOP_K,
                         max_masks=args.max_masks, model_name=args.model_name)
     print(
         f"wrote version {result.version} to {result.path} in {time.time() - start:.1f}s: signatures "
         f"{', '.join(sorted(result.ops))} (S={result.seq_len}, max_masks={result.max_masks}, top_k={result.top_k}); "
         f"op audit passed, TF Text ops: {', '.join(text_ops_used(result.ops)) or 'none'}"
     )
+
+
+def _export_huggingface(args):
+    """Runs `kmlm export --format huggingface`."""
+    from kmlm.interop.huggingface_export import export_huggingface
+
+    for flag in TF_SERVING_ONLY:
+        if getattr(args, flag.lstrip("-").replace("-", "_")) is not None:
+            raise ValueError(f"{flag} applies to --format tf-serving only; leave it out with --format huggingface")
+    print(f"exporting {args.run_dir} to {args.out} (Hugging Face transformers) ...", flush=True)
+    start = time.time()
+    export_huggingface(args.run_dir, args.out)
+    print(f"done in {time.time() - start:.1f}s; load it with transformers' AutoModelForMaskedLM (or "
+          "AutoModelForSequenceClassification) and AutoTokenizer .from_pretrained")
 
 
 # Subcommand name -> the function that adds it.
