@@ -46,6 +46,17 @@ def write_corpus(path, documents):
     return str(path)
 
 
+def pretrain_tiny_run(corpus, run, seq_len):
+    """Pretrains a tiny encoder for 60 quick steps (no XLA, no evaluation) on `corpus` into
+    `run`, the in-domain start of the fine-tuning tests; returns `run`."""
+    from kmlm.cli.main import main
+
+    assert main(["pretrain", "--corpus", str(corpus), "--out", str(run), "--preset", "tiny", "--seq-len",
+                 str(seq_len), "--batch-size", "16", "--vocab-size", "400", "--steps", "60", "--log-points", "2",
+                 "--eval-batches", "0", "--learning-rate", "1e-3", "--no-jit", "--quiet"]) == 0
+    return str(run)
+
+
 def run_cli(argv, capsys):
     """Runs `kmlm` in-process: (exit status, stdout, stderr)."""
     from kmlm.cli.main import main

@@ -10,11 +10,10 @@ import keras
 import numpy as np
 import pytest
 
-from kmlm.cli.main import main
 from kmlm.run_directory import load_run
 from kmlm.tasks.embed import load_sentence_embedder
 from kmlm.tasks.finetune import FinetuneSettings, Tasker, cosine_rows, finetune
-from tests.helpers import run_cli, write_corpus
+from tests.helpers import pretrain_tiny_run, run_cli, write_corpus
 from tests.task_data import similarity_examples, tag_examples, topic_examples, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -42,10 +41,7 @@ def data(tmp_path_factory):
     documents += [" ".join(row["tokens"]) for row in tag_examples(300, 11)]
     corpus = base / "corpus.txt"
     write_corpus(corpus, documents)
-    run = str(base / "run")
-    assert main(["pretrain", "--corpus", str(corpus), "--out", run, "--preset", "tiny", "--seq-len", "32",
-                 "--batch-size", "16", "--vocab-size", "400", "--steps", "60", "--log-points", "2",
-                 "--eval-batches", "0", "--learning-rate", "1e-3", "--no-jit", "--quiet"]) == 0
+    run = pretrain_tiny_run(corpus, base / "run", seq_len=32)
     return base, run, files
 
 

@@ -11,11 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from kmlm.cli.main import main
 from kmlm.tasks.examples import load_task_examples
 from kmlm.tasks.finetune import FinetuneSettings, Tasker, finetune
 from kmlm.tasks.qa import best_null_threshold, window_arrays
-from tests.helpers import run_cli, write_corpus
+from tests.helpers import pretrain_tiny_run, run_cli, write_corpus
 from tests.task_data import FILLER, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -62,10 +61,7 @@ def data(tmp_path_factory):
              "dev_v2": write_jsonl(base / "dev_v2.jsonl", planted_code_examples(48, 4, unanswerable=0.3))}
     corpus = write_corpus(base / "corpus.txt", [row["question"] + " " + row["context"]
                                                 for row in planted_code_examples(300, 10)])
-    run = str(base / "run")
-    assert main(["pretrain", "--corpus", corpus, "--out", run, "--preset", "tiny", "--seq-len", str(SEQ_LEN),
-                 "--batch-size", "16", "--vocab-size", "400", "--steps", "60", "--log-points", "2",
-                 "--eval-batches", "0", "--learning-rate", "1e-3", "--no-jit", "--quiet"]) == 0
+    run = pretrain_tiny_run(corpus, base / "run", seq_len=SEQ_LEN)
     return base, run, files
 
 
