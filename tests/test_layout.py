@@ -30,7 +30,7 @@ ALLOWED_IMPORTS = {
     "tasks": BASE,
     "serving": BASE | {"tasks", "inference"},
     "wordvec": BASE,
-    "interop": BASE,
+    "interop": BASE | {"tasks"},
     "cli": ALL_PARTS,
     "__main__": {"cli"},
 }

@@ -292,7 +292,7 @@ def test_a_safetensors_file_with_a_garbage_header(tmp_path, capsys):
 def test_an_unsupported_model_type(architectures, named, tmp_path, capsys):
     hf = _hf_directory(tmp_path / "hf", model_type="roberta", architectures=architectures)
     message = _error(["convert", str(hf), "--out", str(tmp_path / "r")], capsys)
-    assert message == f"unsupported architecture: model_type='roberta'{named}; kmlm converts bert checkpoints only"
+    assert message == f"unsupported architecture: model_type='roberta'{named}; kmlm converts bert, roberta-prelayernorm checkpoints only"
 
 
 def test_fill_mask_with_a_lower_case_mask(tiny_run, capsys):
