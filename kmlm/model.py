@@ -145,6 +145,18 @@ class MaskedLMModel(keras.Model):
         return cls(**config)
 
 
+def find_encoder(model):
+    """The kmlm `Encoder` inside `model`: a masked LM, a fine-tuned task model or an encoder."""
+    if isinstance(model, Encoder):
+        return model
+    if isinstance(getattr(model, "encoder", None), Encoder):
+        return model.encoder
+    for layer in model.layers:  # task models hold the encoder as a nested layer
+        if isinstance(layer, Encoder):
+            return layer
+    raise ValueError(f"model {model.name!r} holds no kmlm Encoder; pass a kmlm run or fine-tuned model")
+
+
 def build_encoder(config):
     """Builds an `Encoder` (sequence output) from a `ModelConfig` or its dict."""
     return Encoder(config)

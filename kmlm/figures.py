@@ -1,0 +1,50 @@
+"""What kmlm's token figures share: matplotlib without a display, fonts that cover the
+tokens drawn, and writing the picture whole or not at all."""
+
+import contextlib
+import os
+import warnings
+
+from kmlm.files import replace_atomically
+
+# Fonts with CJK glyphs, tried after DejaVu Sans (matplotlib falls back glyph by glyph).
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQuanYi Micro Hei",
+             "WenQuanYi Zen Hei", "AR PL UMing CN", "Droid Sans Fallback", "SimHei", "Microsoft YaHei",
+             "PingFang SC")
+
+
+def pyplot():
+    """`matplotlib.pyplot` on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def font_families():
+    """DejaVu Sans, then the installed fonts of `CJK_FONTS`."""
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return ["DejaVu Sans"] + [name for name in CJK_FONTS if name in installed]
+
+
+@contextlib.contextmanager
+def token_fonts():
+    """A matplotlib context whose text falls back to a CJK font when one is installed;
+    without one, CJK tokens are drawn as boxes (and matplotlib's warning per glyph is muted)."""
+    plt = pyplot()
+    with plt.rc_context({"font.family": font_families()}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        yield plt
+
+
+def save_png(figure, path):
+    """Writes `figure` to `path` as PNG through a temporary file and a rename, then closes it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {path!r}: the directory {folder!r} does not exist")
+    replace_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    pyplot().close(figure)
