@@ -12,6 +12,7 @@ Example:
 from kmlm.pipelines.corpus import (
     BUILTIN_CORPORA,
     DEFAULT_CORPUS,
+    CorpusChangedError,
     CorpusStats,
     extract_docstrings,
     load_documents,
@@ -43,6 +44,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "STRATEGIES",
     "VOCABULARY_METHODS",
+    "CorpusChangedError",
     "CorpusStats",
     "Masker",
     "MaskingConfig",

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import platform
+import re
 import stat
 import sysconfig
 import threading
@@ -95,6 +96,29 @@ class CorpusStats:
     def _record(self, path: str, replaced: int) -> None:
         with self._lock:
             self.replaced_by_file[path] = replaced
+
+
+class CorpusChangedError(ValueError):
+    """A corpus file was removed, or changed size, while a job was reading it.
+
+    Raised inside tf.data's reader, so it reaches the caller wrapped in a TensorFlow error;
+    `CorpusChangedError.within(error)` finds it there again.
+
+    Example:
+        >>> error = RuntimeError("Graph execution error: CorpusChangedError: corpus file 'a.txt' was removed\\n...")
+        >>> str(CorpusChangedError.within(error))
+        "corpus file 'a.txt' was removed"
+    """
+
+    _WRAPPED = re.compile(r"CorpusChangedError: ([^\n]+)")
+
+    @classmethod
+    def within(cls, error: BaseException) -> CorpusChangedError | None:
+        """The `CorpusChangedError` that `error` (a TensorFlow error, say) wraps, or None."""
+        if isinstance(error, cls):
+            return error
+        match = cls._WRAPPED.search(str(error))
+        return cls(match.group(1)) if match else None
 
 
 def load_documents(
@@ -175,8 +199,10 @@ def _load_builtin(source: str) -> tf.data.Dataset:
 
 def _load_text_files(paths: list[str], one_per_line: bool, stats: CorpusStats) -> tf.data.Dataset:
     stats.files = tuple(paths)
+    # Every later pass must read the files as they are now: a job may run for days.
+    sizes = {path: os.path.getsize(path) for path in paths}
     documents = tf.data.Dataset.from_generator(
-        lambda: _read_documents(paths, one_per_line, stats),
+        lambda: _read_documents(paths, one_per_line, stats, sizes),
         output_signature=tf.TensorSpec([None], tf.string),
     )
     return documents.unbatch()
@@ -280,13 +306,15 @@ def _decode_line(raw: bytes) -> tuple[str, int]:
         return text, text.count("\ufffd") - genuine
 
 
-def _read_documents(paths: list[str], one_per_line: bool, stats: CorpusStats):
-    """Yields lists of documents read from `paths` (runs inside tf.data's reader thread)."""
+def _read_documents(paths: list[str], one_per_line: bool, stats: CorpusStats, sizes: dict[str, int]):
+    """Yields lists of documents read from `paths` (runs inside tf.data's reader thread);
+    raises `CorpusChangedError` for a file that is gone or no longer has its size in `sizes`."""
     batch: list[str] = []
     for path in paths:
         replaced = 0
         lines: list[str] = []
         size = 0
+        _check_unchanged(path, sizes[path])
         with _gzip_checked(path), _open_text_file(path) as file:
             for raw in _read_line_pieces(file):
                 line, bad = _decode_line(raw)
@@ -304,11 +332,25 @@ def _read_documents(paths: list[str], one_per_line: bool, stats: CorpusStats):
                 if len(batch) >= _READ_BATCH:
                     yield batch
                     batch = []
+        _check_unchanged(path, sizes[path])  # truncated (or grown) while it was read
         if lines:
             batch.append("\n".join(lines))
         stats._record(path, replaced)
     if batch:
         yield batch
+
+
+def _check_unchanged(path: str, size: int) -> None:
+    """Raises `CorpusChangedError` unless `path` still exists with `size` bytes."""
+    try:
+        now = os.path.getsize(path)
+    except FileNotFoundError:
+        raise CorpusChangedError(f"corpus file {path!r} was removed while it was being read") from None
+    if now != size:
+        raise CorpusChangedError(
+            f"corpus file {path!r} changed while it was being read: it had {size:,} bytes when the corpus was "
+            f"loaded, {now:,} now"
+        )
 
 
 @contextlib.contextmanager

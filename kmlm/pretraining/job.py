@@ -13,11 +13,13 @@ import tempfile
 import time
 
 import keras
+import tensorflow as tf
 
 from kmlm import run_directory as rd
 from kmlm.files import remove_stale_partial_files, replace_atomically, write_json_atomically
 from kmlm.model import build_mlm_model
 from kmlm.pipelines import (
+    CorpusChangedError,
     CorpusStats,
     learn_vocabulary,
     load_documents,
@@ -366,7 +368,26 @@ class PretrainingJob:
                     trainer.fit(inputs, verbose=self.verbose, **options)
         except NonFiniteLossError as error:
             raise ValueError(str(error)) from None
+        except tf.errors.OpError as error:
+            change = CorpusChangedError.within(error)
+            if change is None:
+                raise
+            raise CorpusChangedError(self.describe_corpus_change(change)) from None
         return time.time() - start
+
+    def describe_corpus_change(self, change):
+        """The one line of a run stopped because a corpus file went away or changed: the step,
+        the file, the backup that is kept and how to go on."""
+        epoch, batches = self.backup.position()
+        saved_epoch, saved_batches = AtomicBackupAndRestore.saved_position(self.path(rd.BACKUP_DIR))
+        if not saved_epoch and not saved_batches:
+            kept = "nothing trained is kept (no backup was written yet): put the file back and re-run the same " \
+                   "command to start the run again"
+        else:
+            kept = (f"the backup of step {saved_epoch * self.steps_per_epoch + saved_batches} in "
+                    f"{self.path(rd.BACKUP_DIR)} is kept: put the file back and re-run the same command to resume "
+                    "from it")
+        return f"training stopped at step {epoch * self.steps_per_epoch + batches}: {change}; {kept}"
 
     def finish_worker(self, model):
         """A non-chief worker leaves only its final weights, to check that they match the chief's."""
