@@ -41,10 +41,15 @@ def token_fonts():
         yield plt
 
 
-def save_png(figure, path):
-    """Writes `figure` to `path` as PNG through a temporary file and a rename, then closes it."""
+def require_output_folder(path):
+    """Raises a one-line FileNotFoundError when the directory that would hold `path` does not exist."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot write {path!r}: the directory {folder!r} does not exist")
+
+
+def save_png(figure, path):
+    """Writes `figure` to `path` as PNG through a temporary file and a rename, then closes it."""
+    require_output_folder(path)
     replace_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     pyplot().close(figure)

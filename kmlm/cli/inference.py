@@ -1,16 +1,18 @@
-"""`kmlm fill-mask`, `kmlm score` and `kmlm generate`: use a run's masked LM head.
+"""`kmlm fill-mask`, `kmlm score` and `kmlm generate`: use a run's masked LM head;
+`kmlm attention`: the attention maps of a run or a fine-tuned model.
 
 TensorFlow-heavy modules are imported inside the command functions, so `kmlm --help` stays fast.
 """
 
 import json
+import os
 import sys
 
 from kmlm.cli.options import RUN_DIR_HELP, add_command, add_subcommands, positive_int
 
 
 def add_commands(commands, names=None):
-    """Adds the subcommands fill-mask, score and generate (or only those in `names`) to `commands`."""
+    """Adds the subcommands fill-mask, score, generate and attention (or only those in `names`) to `commands`."""
     add_subcommands(commands, COMMANDS, names)
 
 
@@ -60,6 +62,27 @@ def add_generate_command(commands):
     gen.add_argument("--seed", type=int, default=0, help="seed of the random draws")
     gen.add_argument("--json", action="store_true", help="print the result as JSON")
     gen.set_defaults(run=_generate)
+
+
+def add_attention_command(commands):
+    """Adds `kmlm attention`."""
+    at = add_command(
+        commands, "attention", help="attention maps of a text, per layer and head",
+        description="Run TEXT (and --pair, a second text) through the encoder of a pretrained run or a fine-tuned "
+                    "model (a directory with task.json) and show how much each token attends to every other: "
+                    "attention[layer][head][query][key], the softmax probabilities of each head, numbered from 0; "
+                    "each query's row sums to 1. Prints each query token's --top most attended tokens per map; "
+                    "--json prints the whole matrices; --out writes them as a grid of labelled heat maps.")
+    at.add_argument("model_dir", metavar="DIR", help="a run directory, or a directory written by `kmlm finetune`")
+    at.add_argument("text", metavar="TEXT", nargs="?", default=None, help="the text to look inside")
+    at.add_argument("--text", dest="text_option", metavar="TEXT", default=None, help="the text (instead of TEXT)")
+    at.add_argument("--pair", metavar="TEXT", default=None, help="a second text ([CLS] TEXT [SEP] PAIR [SEP])")
+    at.add_argument("--layer", type=int, default=None, help="show only this layer (default: every layer)")
+    at.add_argument("--head", type=int, default=None, help="show only this head (default: every head)")
+    at.add_argument("--top", type=positive_int, default=3, help="attended tokens printed per query token")
+    at.add_argument("--out", "--plot", dest="out", metavar="PNG", default=None, help="write the heat maps to this PNG")
+    at.add_argument("--json", action="store_true", help="print the tokens and the attention matrices as JSON")
+    at.set_defaults(run=_attention)
 
 
 def _load_masked_lm(run_dir, command):
@@ -141,5 +164,61 @@ def _generate(args):
         print(result.text)
 
 
+def _attention_text(args):
+    """TEXT or --text (one of them)."""
+    if args.text is not None and args.text_option is not None:
+        raise ValueError("give the text once: as TEXT or as --text, not both")
+    text = args.text if args.text is not None else args.text_option
+    if text is None:
+        raise ValueError("no TEXT given; pass the text to look inside")
+    return text
+
+
+def _attention_reader(path):
+    """An `AttentionReader` of the fine-tuned model in `path` (it has task.json) or of the
+    pretrained run there, tokenizing as the model was trained."""
+    from kmlm.inference.attention import AttentionReader
+    from kmlm.tasks.finetune import TASK_FILE, Tasker
+
+    if os.path.isfile(os.path.join(path, TASK_FILE)):
+        tasker = Tasker.load(path)
+        return AttentionReader(tasker.model, tasker.vocabulary, lowercase=tasker.info.lowercase)
+    from kmlm.run_directory import load_run
+
+    run = load_run(path)
+    return AttentionReader(run.model, run.vocabulary, lowercase=run.config.data.lowercase)
+
+
+def _attention(args):
+    """Runs `kmlm attention`."""
+    from kmlm.inference.attention import most_attended, plot_attention
+
+    text = _attention_text(args)
+    if args.out:
+        from kmlm.figures import require_output_folder
+
+        require_output_folder(args.out)
+    reader = _attention_reader(args.model_dir)
+    maps = reader(text, args.pair)
+    selected = maps.select(args.layer, args.head)  # checks --layer and --head before any output
+    drawn = plot_attention(maps, args.out, args.layer, args.head) if args.out else 0
+    wrote = f"wrote {drawn} attention maps to {args.out}" if args.out else None
+    if args.json:
+        print(json.dumps(maps.to_dict(args.layer, args.head), ensure_ascii=False))
+        if wrote:
+            print(wrote, file=sys.stderr)
+        return
+    print(" ".join(f"{i}:{token}" for i, token in enumerate(maps.tokens)))
+    width = max(len(token) for token in maps.tokens)
+    for layer, head, matrix in selected:
+        print(f"layer {layer}, head {head} (query -> most attended keys)")
+        for query, keys in most_attended(maps.tokens, matrix, args.top):
+            shown = "  ".join(f"{token} {p:.2f}" for _, token, p in keys)
+            print(f"  {query:>{width}} -> {shown}")
+    if wrote:
+        print(wrote)
+
+
 # Subcommand name -> the function that adds it, in the group's order.
-COMMANDS = {"fill-mask": add_fill_mask_command, "score": add_score_command, "generate": add_generate_command}
+COMMANDS = {"fill-mask": add_fill_mask_command, "score": add_score_command, "generate": add_generate_command,
+            "attention": add_attention_command}

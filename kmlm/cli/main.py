@@ -27,7 +27,7 @@ COMMAND_ORDER = (
     (wordvec, ("word2vec", "glove", "vectors")),
     (tasks, ("finetune", "predict", "embed")),
     (interop, ("convert",)),
-    (inference, ("score", "generate")),
+    (inference, ("score", "generate", "attention")),
 )
 
 # Commands that write a directory `--out`: two at once on one directory would mix their files.

@@ -4,6 +4,7 @@ TensorFlow-heavy modules are imported inside the command functions, so `kmlm --h
 """
 
 import json
+import sys
 
 from kmlm.cli.options import add_command, add_quiet_option, add_subcommands, positive_float, positive_int
 
@@ -110,6 +111,19 @@ def add_predict_command(commands):
     pr.add_argument("--pair", metavar="TEXT", nargs="+", default=None,
                     help="second texts, one per TEXT (pair, similarity)")
     pr.add_argument("--json", action="store_true", help="print JSON")
+    pr.add_argument("--explain", action="store_true",
+                    help="classify, pair: also print each token's integrated-gradients attribution to the logit of "
+                         "the label (its share of logit(text) - logit(baseline); the shares add up to it)")
+    pr.add_argument("--explain-out", metavar="FILE", default=None,
+                    help="with --explain: write the tokens highlighted red (for the label) / blue (against) to this "
+                         ".html or .png")
+    pr.add_argument("--baseline", choices=("mask", "pad"), default=None,
+                    help="with --explain: the token that replaces every token of the text at the start of the path "
+                         "(default: mask)")
+    pr.add_argument("--ig-steps", type=positive_int, default=None,
+                    help="with --explain: points of the path integral (default: 50; more: smaller completeness error)")
+    pr.add_argument("--target", metavar="LABEL", default=None,
+                    help="with --explain: explain this label instead of the predicted one")
     pr.set_defaults(run=_predict)
 
 
@@ -166,8 +180,10 @@ def _predict(args):
     """Runs `kmlm predict`."""
     from kmlm.tasks.finetune import Tasker, cosine_rows
 
+    _check_explain_options(args)
     tasker = Tasker.load(args.model_dir)
     info = tasker.info
+    explainer = _explainer(tasker, args) if args.explain else None
     if info.task == "qa":
         _predict_answers(tasker, args)
         return
@@ -193,16 +209,63 @@ def _predict(args):
     else:
         cosines = cosine_rows(tasker.embed(args.texts), tasker.embed(args.pair))
         results = [{"text": a, "text_pair": b, "similarity": float(c)} for a, b, c in zip(args.texts, args.pair, cosines)]
+    if explainer is not None:
+        _explain(explainer, results, args)
     if args.json:
         print(json.dumps(results, ensure_ascii=False, indent=2))
         return
     for result in results:
         if "label" in result:
             print(f"{result['label']}\t{result['score']:.4f}\t{result['text']}")
+            if "attribution" in result:
+                print("  " + "  ".join(f"{token} {score:+.3f}" for token, score in
+                                       zip(result["attribution"]["tokens"], result["attribution"]["attributions"])))
         elif "tags" in result:
             print(" ".join(f"{w}/{t}" for w, t in zip(result["words"], result["tags"])))
         else:
             print(f"{result['similarity']:.4f}\t{result['text']}\t{result['text_pair']}")
+
+
+EXPLAIN_FORMATS = (".html", ".png")
+
+
+def _check_explain_options(args):
+    """The --explain options, checked before the model loads."""
+    given = [flag for flag, value in (("--explain-out", args.explain_out), ("--baseline", args.baseline),
+                                      ("--ig-steps", args.ig_steps), ("--target", args.target)) if value is not None]
+    if given and not args.explain:
+        raise ValueError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --explain; add --explain")
+    if args.explain_out is not None and not args.explain_out.lower().endswith(EXPLAIN_FORMATS):
+        raise ValueError(f"--explain-out {args.explain_out!r} must end in .html or .png")
+    if args.explain_out is not None:
+        from kmlm.figures import require_output_folder
+
+        require_output_folder(args.explain_out)
+
+
+def _explainer(tasker, args):
+    """The `Explainer` of --explain (one line when the model is not a classifier)."""
+    from kmlm.tasks.explain import Explainer
+
+    return Explainer(tasker, baseline=args.baseline or "mask", steps=args.ig_steps or 50)
+
+
+def _explain(explainer, results, args):
+    """Adds each result's attribution (for its label, or --target) and writes --explain-out."""
+    from kmlm.files import write_text_atomically
+    from kmlm.tasks.explain import highlight_html, plot_highlight
+
+    pairs = args.pair if explainer.tasker.info.task == "pair" else [None] * len(results)
+    attributions = [explainer(result["text"], pair, target=args.target) for result, pair in zip(results, pairs)]
+    for result, attribution in zip(results, attributions):
+        result["attribution"] = attribution.to_dict()
+    if args.explain_out is None:
+        return
+    if args.explain_out.lower().endswith(".png"):
+        plot_highlight(attributions, args.explain_out)
+    else:
+        write_text_atomically(args.explain_out, highlight_html(attributions))
+    print(f"wrote the attributions to {args.explain_out}", file=sys.stderr)
 
 
 def _predict_answers(tasker, args):

@@ -121,6 +121,21 @@ class AttentionReader:
                              segment_ids=segment_ids, attention=stacked)
 
 
+def most_attended(tokens, matrix, top=3):
+    """Per query token of an attention `matrix` [S, S]: (token, [(key index, key token,
+    probability)] of its `top` most attended keys, largest first, ties by position).
+
+    Example:
+    >>> most_attended(["[CLS]", "hi", "[SEP]"], np.array([[0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [1, 0, 0]]), top=2)[0]
+    ('[CLS]', [(1, 'hi', 0.5), (2, '[SEP]', 0.3)])
+    """
+    rows = []
+    for i, row in enumerate(np.asarray(matrix, np.float64)):
+        best = sorted(range(len(row)), key=lambda j: (-row[j], j))[:top]
+        rows.append((tokens[i], [(j, tokens[j], float(row[j])) for j in best]))
+    return rows
+
+
 def plot_attention(maps, path, layer=None, head=None):
     """Draws the attention maps of `maps` as a grid of heat maps (one row per layer, one
     column per head; queries down, keys across, each axis labelled with the tokens) and
@@ -150,7 +165,10 @@ def plot_attention(maps, path, layer=None, head=None):
             image = axis.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
             axis.set_title(f"layer {l}, head {h}", fontsize=font + 1)
             axis.set_xticks(range(count), maps.tokens, rotation=90, fontsize=font)
-            axis.set_yticks(range(count), maps.tokens, fontsize=font)
+            # Every map of a row has the same queries: label them once, left of the row.
+            axis.set_yticks(range(count), maps.tokens if heads.index(h) == 0 else [], fontsize=font)
+            axis.set_ylabel("query" if heads.index(h) == 0 else "", fontsize=font)
+            axis.set_xlabel("key", fontsize=font)
         figure.colorbar(image, ax=axes, shrink=0.6, label="attention (row: query, column: key)")
         figure.suptitle(" ".join(maps.tokens) if count <= 24 else f"{count} tokens", fontsize=font + 2)
         save_png(figure, path)

@@ -90,19 +90,23 @@ class Explainer:
         ids = tasker.ids
         self.baseline_id = ids.mask if baseline == "mask" else ids.pad
         self.kept_ids = (ids.cls, ids.sep)
+        self._encode = None
 
     def features(self, text, text_pair=None):
         """The model inputs [1, S] of one example, encoded as in training and `kmlm predict`."""
-        tasker = self.tasker
+        if self._encode is None:
+            tasker = self.tasker
 
-        @tf.function
-        def encode(text, text_pair):  # in a graph, as the datasets do: the tokenizer returns ragged rows
-            pair = None if text_pair is None else text_pair
-            tokens, segments = text_rows(tasker.tokenizer, tasker.ids, text, pair, seq_len=tasker.info.seq_len)
-            return to_dense(tokens, segments, tasker.ids, tf.reduce_max(tokens.row_lengths()))
+            # In a graph, as the datasets do (the tokenizer returns ragged rows); one trace
+            # per input kind, whatever the text's length.
+            @tf.function(reduce_retracing=True)
+            def encode(text, text_pair):
+                tokens, segments = text_rows(tasker.tokenizer, tasker.ids, text, text_pair, seq_len=tasker.info.seq_len)
+                return to_dense(tokens, segments, tasker.ids, tf.reduce_max(tokens.row_lengths()))
 
+            self._encode = encode
         pair = None if text_pair is None else tf.constant([text_pair])
-        return {name: value.numpy() for name, value in encode(tf.constant([text]), pair).items()}
+        return {name: value.numpy() for name, value in self._encode(tf.constant([text]), pair).items()}
 
     def baseline_features(self, features):
         """`features` with every token but [CLS] and [SEP] replaced by the baseline token."""
