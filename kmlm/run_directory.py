@@ -80,6 +80,7 @@ class DataRecord:
     eval_fraction: float = 0.02
     max_predictions: int | None = None
     vocab_method: str | None = None
+    segmenter: str | None = None
 
     def __post_init__(self):
         if self.max_predictions is None:
@@ -95,6 +96,8 @@ class DataRecord:
         values = dataclasses.asdict(self)
         if self.vocab_method is None:
             del values["vocab_method"]
+        if self.segmenter is None:  # a run without one reads as before
+            del values["segmenter"]
         return values
 
 

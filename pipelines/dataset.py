@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from kmlm.pipelines.masking import Masker, MaskingConfig
 from kmlm.pipelines.packing import check_seq_len, pack_documents, pad_documents
+from kmlm.pipelines.segmentation import tokenize_words
 from kmlm.pipelines.tokenizer import make_tokenizer, special_ids
 from kmlm.pipelines.vocabulary import resolve_vocabulary
 
@@ -30,7 +31,8 @@ def mlm_dataset(
     """Builds the masked language modeling input pipeline.
 
     Stages: shard and shuffle documents -> batch `tokenize_batch` documents -> tokenize
-    in the graph -> `pack_documents` (or `pad_documents` with `packing=False`) -> unbatch
+    in the graph (with `masking.segmenter`, Chinese words are found in Python first and
+    their characters marked `continues_word`) -> `pack_documents` (or `pad_documents` with `packing=False`) -> unbatch
     rows -> shuffle rows -> batch `batch_size` rows -> number the batches -> mask each
     batch with a `Masker` seeded by `(masking.seed, batch number)` -> prefetch.
 
@@ -92,8 +94,14 @@ def mlm_dataset(
     # tokenizer saves seconds of tracing per pipeline.
     @tf.autograph.experimental.do_not_convert
     def to_rows(texts):
-        return arrange(tokenizer.tokenize(texts), seq_len, cls_id=ids.cls, sep_id=ids.sep,
-                       pad_id=ids.pad)
+        if masking.segmenter is None:
+            return arrange(tokenizer.tokenize(texts), seq_len, cls_id=ids.cls, sep_id=ids.sep,
+                           pad_id=ids.pad)
+        # The word marks are laid out exactly as the tokens (same lengths), 0 on specials.
+        token_ids, continues_word = tokenize_words(tokenizer, texts, masking.segmenter)
+        rows = arrange(token_ids, seq_len, cls_id=ids.cls, sep_id=ids.sep, pad_id=ids.pad)
+        marks = arrange(continues_word, seq_len, cls_id=0, sep_id=0, pad_id=0)
+        return {**rows, "continues_word": marks["token_ids"]}
 
     if input_context is not None:
         documents = documents.shard(

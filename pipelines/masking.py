@@ -7,7 +7,10 @@ targets, so the model (and XLA) only ever sees static shapes. How it chooses tar
 2. Candidates are grouped into *units*: single tokens (`token`), whole words (`whole_word`:
    a piece plus the `##` pieces after it) or spans of whole words (`span`: SpanBERT span
    lengths in words from a geometric distribution, p=0.2, truncated to 1..10; spans never
-   cross a special token, so never a document boundary).
+   cross a special token, so never a document boundary). With a segmenter
+   (`kmlm.pipelines.segmentation`), a batch also carries `continues_word`: 1 on a Chinese
+   character that continues the segmented word before it, which joins that word's
+   characters into one word (Chinese BERT-wwm) while each stays a token of its own.
 3. Every unit gets a random score; tokens are ordered by (unit score, position), which
    keeps each unit's tokens adjacent. A row with c candidates aims at
    n = min(P, max(1, round(rate * c))) targets: a unit is taken if its midpoint in that
@@ -27,6 +30,7 @@ import math
 
 import tensorflow as tf
 
+from kmlm.pipelines.segmentation import check_segmenter
 from kmlm.pipelines.tokenizer import special_ids
 from kmlm.pipelines.vocabulary import CONTINUATION_PREFIX, SPECIAL_TOKENS, never_predicted, resolve_vocabulary
 
@@ -79,6 +83,9 @@ class MaskingConfig:
         span_p: Parameter p of the geometric span length distribution (span strategy).
         max_span_words: Longest span, in words (span strategy).
         seed: Seed of the stateless randomness, combined with the step.
+        segmenter: `None`, or a name from `kmlm.pipelines.segmentation.SEGMENTERS` (e.g.
+            `"jieba"`): `mlm_dataset` then segments Chinese text so that `whole_word` and
+            `span` masking take whole Chinese words. The tokens do not change.
 
     Example:
         >>> MaskingConfig(strategy="whole_word", rate=0.3).rate
@@ -92,6 +99,7 @@ class MaskingConfig:
     span_p: float = 0.2
     max_span_words: int = 10
     seed: int = 0
+    segmenter: str | None = None
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -116,6 +124,12 @@ class MaskingConfig:
             )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed={self.seed!r} must be an integer")
+        check_segmenter(self.segmenter)
+        if self.segmenter is not None and self.strategy == "token":
+            raise ValueError(
+                f"segmenter {self.segmenter!r} only changes whole_word and span masking; "
+                "use --masking whole_word (or span), or leave --segmenter out"
+            )
 
 
 class Masker:
@@ -131,7 +145,8 @@ class Masker:
 
     Call arguments:
         batch: dict of int32 [B, S] tensors `token_ids`, `document_ids` and (optional)
-            `segment_ids`, e.g. rows from `pack_documents`.
+            `segment_ids` and `continues_word` (1 where a token continues the segmented
+            word before it), e.g. rows from `pack_documents`.
         step: int scalar (tensor), the batch number; with `config.seed` it seeds the masks.
 
     Returns:
@@ -174,7 +189,7 @@ class Masker:
     def __call__(self, batch: dict[str, tf.Tensor], step) -> tuple[dict, tf.Tensor, tf.Tensor]:
         token_ids, document_ids = self._rows(batch)
         seeds = self._seeds(step)
-        units = self._units(token_ids, document_ids, seeds[0])
+        units = self._units(token_ids, document_ids, seeds[0], batch.get("continues_word"))
         selected = self._select(units, seeds[1], seeds[2])
         masked = self._corrupt(token_ids, selected, seeds[3], seeds[4])
         positions, weights = self._left_pack(selected)
@@ -204,7 +219,7 @@ class Masker:
             [[0, 1, 2, 2, 0, 0, 0, 0]]
         """
         token_ids, document_ids = self._rows(batch)
-        return self._units(token_ids, document_ids, self._seeds(step)[0])
+        return self._units(token_ids, document_ids, self._seeds(step)[0], batch.get("continues_word"))
 
     def _rows(self, batch):
         token_ids = tf.cast(batch["token_ids"], tf.int32)
@@ -220,14 +235,18 @@ class Masker:
         seed = tf.stack([tf.constant(self.config.seed, tf.int64), tf.cast(step, tf.int64)])
         return tf.random.experimental.stateless_split(seed, num=6)
 
-    def _units(self, token_ids, document_ids, seed) -> tf.Tensor:
+    def _units(self, token_ids, document_ids, seed, continues_word=None) -> tf.Tensor:
         candidate = (document_ids != 0) & ~tf.gather(self._special, token_ids)
         positions = tf.broadcast_to(tf.range(1, self.seq_len + 1), tf.shape(token_ids))
         if self.config.strategy == "token":
             return tf.where(candidate, positions, 0)
         after_candidate = tf.pad(candidate[:, :-1], [[0, 0], [1, 0]])
-        # A `##` piece continues the word before it, unless nothing word-like precedes it.
-        word_start = candidate & (~tf.gather(self._continuation, token_ids) | ~after_candidate)
+        # A `##` piece (or a character inside a segmented word) continues the word before
+        # it, unless nothing word-like precedes it.
+        continues = tf.gather(self._continuation, token_ids)
+        if continues_word is not None:
+            continues |= tf.cast(continues_word, tf.bool)
+        word_start = candidate & (~continues | ~after_candidate)
         word_number = tf.cumsum(tf.cast(word_start, tf.int32), axis=1)
         if self.config.strategy == "whole_word":
             return tf.where(candidate, word_number, 0)

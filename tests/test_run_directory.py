@@ -124,7 +124,7 @@ def test_missing_keys_take_the_defaults_readers_always_assumed():
     ({"model": TINY_MODEL, "data": {"seq_len": 32, "colour": "red"}},
      "'x/config.json' has unknown data settings ['colour']; valid: ['batch_size', 'corpus', 'eval_fraction', "
      "'lowercase', 'mask_rate', 'mask_token_rate', 'masking', 'max_predictions', 'one_per_line', 'packing', "
-     "'random_token_rate', 'seq_len', 'vocab_method']"),
+     "'random_token_rate', 'segmenter', 'seq_len', 'vocab_method']"),
     ({"model": TINY_MODEL, "heads": {"masked_lm": True, "classifier": True}},
      "'x/config.json' has unknown heads settings ['classifier']; valid: ['masked_lm', 'next_sentence', 'pooler']"),
     ({"model": TINY_MODEL, "optimizer": {}},

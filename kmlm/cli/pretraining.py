@@ -101,6 +101,9 @@ def _add_row_and_masking_options(parser):
     parser.add_argument("--masking", choices=("token", "whole_word", "span"), default="token",
                         help="masking strategy")
     parser.add_argument("--mask-rate", type=float, default=MASK_RATE, help="fraction of tokens to predict, in (0, 1)")
+    parser.add_argument("--segmenter", choices=("none", "jieba"), default="none",
+                        help="Chinese word segmenter for --masking whole_word/span: the characters of a jieba "
+                             "word are masked together (Chinese BERT-wwm); tokens stay single characters")
 
 
 def _add_vocabulary_options(parser):
@@ -200,6 +203,7 @@ def _pretrain_settings(args):
     settings = PretrainSettings(
         corpus=args.corpus, one_per_line=args.one_per_line, preset=args.preset, steps=args.steps,
         seq_len=args.seq_len, batch_size=args.batch_size, masking=args.masking, mask_rate=args.mask_rate,
+        segmenter=None if args.segmenter == "none" else args.segmenter,
         vocab=args.vocab, vocab_size=args.vocab_size, vocab_method=args.vocab_method, lowercase=not args.cased,
         packing=not args.no_packing, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
         warmup=args.warmup, lr_schedule=args.lr_schedule, time_budget=args.time_budget,

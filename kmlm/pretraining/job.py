@@ -48,7 +48,7 @@ from kmlm.training import (
 # vocab_method) and in "training" (besides the objective's own keys and the schedule).
 DATA_KEYS = (
     "corpus", "one_per_line", "seq_len", "batch_size", "masking", "mask_rate", "mask_token_rate",
-    "random_token_rate", "lowercase", "packing", "eval_fraction",
+    "random_token_rate", "lowercase", "packing", "eval_fraction", "segmenter",
 )
 TRAINING_KEYS = ("preset", "steps", "time_budget", "learning_rate", "lr_schedule", "warmup", "warmup_steps",
                  "weight_decay", "precision", "jit_compile", "seed")

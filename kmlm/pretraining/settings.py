@@ -40,6 +40,7 @@ class PretrainSettings:
     batch_size: int = BATCH_SIZE
     masking: str = "token"
     mask_rate: float = MASK_RATE
+    segmenter: str | None = None
     mask_token_rate: float = 0.8
     random_token_rate: float = 0.1
     vocab: str | None = None
@@ -87,6 +88,7 @@ class PretrainSettings:
             mask_token_rate=self.mask_token_rate,
             random_token_rate=self.random_token_rate,
             seed=self.seed,
+            segmenter=self.segmenter,
         )
 
     @property
@@ -170,3 +172,6 @@ class PretrainSettings:
             raise ValueError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
         if self.objective != "mlm" and (self.distribution != "default" or self.data_service):
             raise ValueError(f"--objective {self.objective} runs on one device; leave --strategy default")
+        if self.objective != "mlm" and self.segmenter is not None:
+            raise ValueError(f"--segmenter {self.segmenter} needs --objective mlm (sentence pairs are masked "
+                             "without a segmenter)")
