@@ -75,7 +75,7 @@ class WordVectors:
         return word in self.index
 
     def __getitem__(self, word):
-        return self.vectors[self._row(word)]
+        return self.vector(word)
 
     def __repr__(self):
         return f"WordVectors({len(self)} words, dim {self.dim})"
@@ -98,9 +98,20 @@ class WordVectors:
         except KeyError:
             raise KeyError(f"word {word!r} is not in the vocabulary of {len(self)} words") from None
 
+    def vector(self, word):
+        """The vector of `word` (KeyError naming it when there is none)."""
+        return self.vectors[self._row(word)]
+
+    def has_vector(self, word):
+        """Whether `vector(word)` gives a vector (vectors with subwords also have them for
+        words outside the vocabulary)."""
+        return word in self.index
+
     def _as_unit(self, item):
         if isinstance(item, str):
-            return self.unit_vectors[self._row(item)]
+            if item in self.index:
+                return self.unit_vectors[self.index[item]]
+            item = self.vector(item)
         vector = np.asarray(item, dtype=np.float32)
         if vector.shape != (self.dim,):
             raise ValueError(f"a vector of shape {vector.shape} given; expected ({self.dim},)")
