@@ -247,7 +247,10 @@ def _explainer(tasker, args):
     """The `Explainer` of --explain (one line when the model is not a classifier)."""
     from kmlm.tasks.explain import Explainer
 
-    return Explainer(tasker, baseline=args.baseline or "mask", steps=args.ig_steps or 50)
+    explainer = Explainer(tasker, baseline=args.baseline or "mask", steps=args.ig_steps or 50)
+    if args.target is not None:
+        explainer.label_index(args.target)  # checked before any prediction runs
+    return explainer
 
 
 def _explain(explainer, results, args):

@@ -123,15 +123,28 @@ class Explainer:
         total = np.zeros(start.shape, np.float64)
         for first in range(0, self.steps, self.batch_size):
             batch = alphas[first:first + self.batch_size]
-            rows = {name: np.repeat(value, len(batch), axis=0) for name, value in features.items()}
+            rows = {name: tf.constant(np.repeat(value, len(batch), axis=0)) for name, value in features.items()}
             path = tf.constant(start[None] + batch[:, None, None] * (end - start)[None], tf.float32)
-            with tf.GradientTape() as tape:
-                tape.watch(path)
-                sequence, _ = self.encoder.encode_with_attention(rows, token_vectors=path)
-                logits = self.head(sequence, training=False)
-                objective = tf.reduce_sum(tf.cast(logits, tf.float32)[:, target])
-            total += np.asarray(tape.gradient(objective, path), np.float64).sum(axis=0)
+            total += np.asarray(self._gradients(rows, path, tf.constant(target, tf.int32)), np.float64).sum(axis=0)
         return total / self.steps
+
+    @tf.function(reduce_retracing=True)
+    def _gradients(self, rows, path, target):
+        """d logit[target] / d path for a batch of path points [N, S, H] (one graph: eager
+        calls would re-run every op of every block from Python)."""
+        with tf.GradientTape() as tape:
+            tape.watch(path)
+            sequence, _ = self.encoder.encode_with_attention(rows, token_vectors=path)
+            logits = self.head(sequence, training=False)
+            objective = tf.reduce_sum(tf.gather(tf.cast(logits, tf.float32), target, axis=1))
+        return tape.gradient(objective, path)
+
+    def label_index(self, target):
+        """The index of the label `target`; one line naming the labels when it is not one."""
+        labels = self.tasker.info.labels
+        if target not in labels:
+            raise ValueError(f"--target {target!r} is not a label of this model; its labels are {', '.join(labels)}")
+        return labels.index(target)
 
     def __call__(self, text, text_pair=None, target=None):
         """The `Attribution` of one text (or pair) for the `target` label (default: the
@@ -139,12 +152,7 @@ class Explainer:
         labels = self.tasker.info.labels
         features = self.features(text, text_pair)
         logits = self._logits(features)
-        if target is None:
-            index = int(np.argmax(logits))
-        elif target in labels:
-            index = labels.index(target)
-        else:
-            raise ValueError(f"--target {target!r} is not a label of this model; its labels are {', '.join(labels)}")
+        index = int(np.argmax(logits)) if target is None else self.label_index(target)
         baseline = self.baseline_features(features)
         embedding = self.encoder.embedding
         start = np.asarray(embedding.token_vectors(baseline["token_ids"]), np.float64)[0]

@@ -306,3 +306,15 @@ def test_evaluate_on_text_the_vocabulary_does_not_cover(tiny_run, tmp_path, caps
     message = _error(["evaluate", tiny_run, "--corpus", corpus], capsys)
     assert message == ("none of the 200 tokens of the evaluation text can be masked: all are [CLS], [SEP] or [UNK] "
                        "(the run's vocabulary does not cover this text); evaluate on text like the training corpus")
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--layer", "2", "--layer 2 is outside the model's 2 layers; use 0 to 1 (layers are numbered from 0)"),
+    ("--head", "-1", "--head -1 is outside the model's 4 heads; use 0 to 3 (heads are numbered from 0)"),
+])
+def test_attention_layer_or_head_outside_the_model(tiny_run, option, value, message, capsys):
+    assert _error(["attention", tiny_run, "the cat sat", option, value], capsys) == message
+
+
+def test_attention_of_a_blank_text(tiny_run, capsys):
+    assert _error(["attention", tiny_run, "   "], capsys) == "text '   ' has no tokens; give a text to look inside"
