@@ -16,10 +16,10 @@ from kmlm.cli.main import build_parser, main, one_line
 
 # The order of `kmlm --help` (and of "choose from ..." in the error for an unknown command).
 COMMANDS = ("vocab", "pretrain", "evaluate", "fill-mask", "export", "word2vec", "glove", "vectors",
-            "finetune", "predict", "embed", "convert", "score", "generate")
+            "finetune", "predict", "embed", "convert", "score", "generate", "attention")
 GROUPS = {
     pretraining: ("vocab", "pretrain", "evaluate"),
-    inference: ("fill-mask", "score", "generate"),
+    inference: ("fill-mask", "score", "generate", "attention"),
     serving: ("export",),
     wordvec: ("word2vec", "glove", "vectors"),
     tasks: ("finetune", "predict", "embed"),
