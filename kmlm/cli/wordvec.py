@@ -35,6 +35,7 @@ def add_word2vec_command(commands):
     w2v.add_argument("--hs", action="store_true", help="hierarchical softmax instead of negative sampling")
     w2v.add_argument("--subsample", type=float, default=1e-3, help="frequent-word subsampling threshold t (0: off)")
     _add_training_options(w2v, window=5, epochs=5, batch_size=1024, learning_rate=0.025)
+    add_segmenter_option(w2v)
     w2v.set_defaults(run=_word2vec)
 
 
@@ -49,6 +50,7 @@ def add_glove_command(commands):
     glove.add_argument("--format", choices=("word2vec", "glove"), default="word2vec",
                        help="vectors.txt with a \"N D\" header (word2vec) or without (glove)")
     _add_training_options(glove, window=10, epochs=25, batch_size=256, learning_rate=0.1)
+    add_segmenter_option(glove)
     glove.set_defaults(run=_glove)
 
 
@@ -65,6 +67,13 @@ def _add_training_options(parser, *, window, epochs, batch_size, learning_rate):
     parser.add_argument("--learning-rate", type=float, default=learning_rate, help="initial learning rate")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and sampling")
     add_quiet_option(parser)
+
+
+def add_segmenter_option(parser):
+    """`--segmenter`: Chinese words (jieba) instead of single characters."""
+    parser.add_argument("--segmenter", choices=("none", "jieba"), default="none",
+                        help="Chinese word segmenter: with jieba, a Chinese word of several characters is one "
+                             "word (default none: every CJK character is a word)")
 
 
 def add_vectors_command(commands):
@@ -99,7 +108,7 @@ def _word2vec(args):
     settings = Word2VecSettings(
         model=args.model, dim=args.dim, window=args.window, negatives=args.negatives, hierarchical_softmax=args.hs,
         min_count=args.min_count, subsample=args.subsample, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, seed=args.seed,
+        learning_rate=args.learning_rate, seed=args.seed, segmenter=_segmenter(args),
     )
     settings.validate()
     documents = load_documents(args.corpus, one_per_line=args.one_per_line)
@@ -119,6 +128,7 @@ def _glove(args):
     settings = GloveSettings(
         dim=args.dim, window=args.window, min_count=args.min_count, x_max=args.x_max, alpha=args.alpha,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
+        segmenter=_segmenter(args),
     )
     settings.validate()
     documents = load_documents(args.corpus, one_per_line=args.one_per_line)
@@ -127,6 +137,10 @@ def _glove(args):
     save_glove_run(args.out, result, settings, corpus=args.corpus, format=args.format)
     print(f"{len(result.vectors)} word vectors of dim {args.dim} from {result.pairs:,} co-occurrences in "
           f"{args.out}/vectors.txt; final loss {result.history['loss'][-1]:.4f}; {time.time() - start:.1f}s")
+
+
+def _segmenter(args):
+    return None if args.segmenter == "none" else args.segmenter
 
 
 def _vectors(args):

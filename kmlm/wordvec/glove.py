@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from kmlm.training import tf_data_fit
 from kmlm.wordvec.vectors import WordVectors, write_vectors_directory
+from kmlm.pipelines.segmentation import check_segmenter
 from kmlm.wordvec.words import build_vocabulary, count_words, known_word_ids, word_id_table
 
 SETTINGS_FILE = "glove.json"
@@ -48,6 +49,7 @@ class GloveSettings:
         batch_size: co-occurrences per step.
         learning_rate: AdaGrad step size.
         seed: seed of initialisation and shuffling.
+        segmenter: None, or "jieba": Chinese words are words, not characters (`split_words`).
     """
 
     dim: int = 100
@@ -61,8 +63,10 @@ class GloveSettings:
     batch_size: int = 256
     learning_rate: float = 0.1
     seed: int = 0
+    segmenter: str | None = None
 
     def validate(self):
+        check_segmenter(self.segmenter)
         for name in ("dim", "window", "min_count", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
@@ -72,7 +76,7 @@ class GloveSettings:
             )
 
 
-def cooccurrence_counts(documents, vocabulary, window=10, symmetric=True, distance_weighting=True):
+def cooccurrence_counts(documents, vocabulary, window=10, symmetric=True, distance_weighting=True, segmenter=None):
     """Counts distance-weighted co-occurrences.
 
     Args:
@@ -82,6 +86,7 @@ def cooccurrence_counts(documents, vocabulary, window=10, symmetric=True, distan
         window: largest distance d counted.
         symmetric: also count (context, target).
         distance_weighting: add 1/d instead of 1.
+        segmenter: the segmenter of `split_words` (None: none).
 
     Returns:
         (rows, cols, values): the non-zero entries of X, sorted by (row, col); rows and cols
@@ -89,7 +94,7 @@ def cooccurrence_counts(documents, vocabulary, window=10, symmetric=True, distan
     """
     size = len(vocabulary)
     table = word_id_table(vocabulary)
-    chunks = documents.batch(_DOCUMENTS_PER_CHUNK).map(lambda texts: known_word_ids(texts, table)).prefetch(2)
+    chunks = documents.batch(_DOCUMENTS_PER_CHUNK).map(lambda texts: known_word_ids(texts, table, segmenter)).prefetch(2)
     keys_parts, value_parts = [], []
     for values, row_ids in chunks.as_numpy_iterator():
         keys, weights = [], []
@@ -183,9 +188,9 @@ def train_glove(documents: tf.data.Dataset, settings: GloveSettings | None = Non
     settings = settings or GloveSettings()
     settings.validate()
     start = time.time()
-    vocabulary, frequencies = build_vocabulary(count_words(documents), settings.min_count)
+    vocabulary, frequencies = build_vocabulary(count_words(documents, settings.segmenter), settings.min_count)
     rows, cols, values = cooccurrence_counts(
-        documents, vocabulary, settings.window, settings.symmetric, settings.distance_weighting
+        documents, vocabulary, settings.window, settings.symmetric, settings.distance_weighting, settings.segmenter
     )
     if len(values) == 0:
         raise ValueError("no two vocabulary words occur within the window; give a larger corpus or lower --min-count")

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from kmlm.training import tf_data_fit
 from kmlm.wordvec.vectors import WordVectors, write_vectors_directory
+from kmlm.pipelines.segmentation import check_segmenter
 from kmlm.wordvec.words import build_vocabulary, count_words, known_word_ids, word_id_table
 
 MODELS = ("skipgram", "cbow")
@@ -60,6 +61,7 @@ class Word2VecSettings:
         learning_rate: SGD step size at the start; it decays linearly to 1e-4 of itself.
         table_size: entries of the negative-sampling table.
         seed: seed of initialisation, subsampling, windows and negatives.
+        segmenter: None, or "jieba": Chinese words are words, not characters (`split_words`).
     """
 
     model: str = "skipgram"
@@ -74,8 +76,10 @@ class Word2VecSettings:
     learning_rate: float = 0.025
     table_size: int = 10_000_000
     seed: int = 0
+    segmenter: str | None = None
 
     def validate(self):
+        check_segmenter(self.segmenter)
         if self.model not in MODELS:
             raise ValueError(f"unknown word2vec model {self.model!r}; choose one of {', '.join(MODELS)}")
         for name in ("dim", "window", "min_count", "epochs", "batch_size", "table_size"):
@@ -247,7 +251,7 @@ def word2vec_examples(
     skipgram = settings.model == "skipgram"
 
     def chunk_examples(index, texts):
-        values, row_ids = known_word_ids(texts, table)
+        values, row_ids = known_word_ids(texts, table, settings.segmenter)
         values, row_ids = _subsample(values, row_ids, keep_probability, tf.stack([seed, 2 * index]))
         contexts = _context_matrix(values, row_ids, window, tf.stack([seed, 2 * index + 1]))
         if skipgram:
@@ -391,7 +395,7 @@ def train_word2vec(documents: tf.data.Dataset, settings: Word2VecSettings | None
     """
     settings = settings or Word2VecSettings()
     settings.validate()
-    counts = count_words(documents)
+    counts = count_words(documents, settings.segmenter)
     vocabulary, frequencies = build_vocabulary(counts, settings.min_count)
     words_per_epoch = int(frequencies.sum())
     if verbose:

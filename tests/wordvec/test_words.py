@@ -2,11 +2,15 @@
 against plain Python."""
 
 import collections
+import os
+import re
 
+import jieba
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from kmlm.wordvec.word2vec import Word2VecSettings, train_word2vec
 from kmlm.wordvec.words import build_vocabulary, count_words, known_word_ids, split_words, word_id_table
 
 TEXTS = ["The cat sat on the mat.", "A dog; the cat!", "cat", ""]
@@ -38,3 +42,34 @@ def test_known_word_ids_drop_other_words_and_keep_the_text_of_each():
     assert list(zip(ids.numpy().tolist(), texts.numpy().tolist())) == expected
     assert ids.dtype == tf.int32 and texts.dtype == tf.int32
     np.testing.assert_array_equal(word_id_table(vocabulary).lookup(tf.constant(["dog", "zebra"])).numpy(), [3, -1])
+
+
+CHINESE = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "chinese_sentences.txt"),
+               encoding="utf-8").read().split()
+HAN = re.compile("[\u4e00-\u9fd5]+")
+
+
+def test_with_jieba_chinese_words_are_jieba_words_and_other_text_splits_as_before():
+    reference = jieba.Tokenizer()  # jieba on its own; the punctuation of these sentences is not a word
+    words = split_words(tf.constant(CHINESE), "jieba").to_list()
+    for text, row in zip(CHINESE, words):
+        assert [w.decode() for w in row] == [w for w in reference.lcut(text) if HAN.fullmatch(w)]
+    english = TEXTS + ["Don't PANIC: 42 Éclairs!", "x86 e.g. [MASK]"]
+    assert split_words(tf.constant(english), "jieba").to_list() == split_words(tf.constant(english)).to_list()
+
+
+def test_chinese_word_vectors_are_vectors_of_multi_character_words():
+    documents = tf.data.Dataset.from_tensor_slices(CHINESE * 3)
+    counts = count_words(documents, "jieba")
+    reference = jieba.Tokenizer()
+    expected = collections.Counter(w for text in CHINESE * 3 for w in reference.lcut(text) if HAN.fullmatch(w))
+    assert counts == dict(expected)
+    settings = Word2VecSettings(dim=8, min_count=3, epochs=1, batch_size=256, table_size=1000, segmenter="jieba")
+    vectors = train_word2vec(documents, settings).vectors
+    multi = [w for w in vectors.words if len(w) > 1]
+    assert {"学习", "计算机", "公司"} <= set(multi) and len(multi) > len(vectors.words) / 2
+    assert set(vectors.words) == {w for w, n in expected.items() if n >= 3}
+    without = count_words(documents)
+    assert all(len(w) == 1 for w in without if HAN.fullmatch(w))  # characters without the segmenter
+    with pytest.raises(ValueError, match=r"^unknown segmenter 'thulac'; use one of jieba \(or none: no segmentation\)$"):
+        Word2VecSettings(segmenter="thulac").validate()
