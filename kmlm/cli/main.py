@@ -24,14 +24,14 @@ COMMAND_ORDER = (
     (pretraining, ("vocab", "pretrain", "evaluate")),
     (inference, ("fill-mask",)),
     (serving, ("export",)),
-    (wordvec, ("word2vec", "glove", "vectors")),
+    (wordvec, ("word2vec", "glove", "vectors", "fasttext")),
     (tasks, ("finetune", "predict", "embed")),
     (interop, ("convert",)),
     (inference, ("score", "generate", "attention")),
 )
 
 # Commands that write a directory `--out`: two at once on one directory would mix their files.
-WRITING_COMMANDS = ("pretrain", "finetune", "word2vec", "glove")
+WRITING_COMMANDS = ("pretrain", "finetune", "word2vec", "glove", "fasttext")
 
 # Errors of bad input, reported as their message alone; anything else also names its type.
 INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,

@@ -19,7 +19,7 @@ from kmlm.cli.options import (
 
 
 def add_commands(commands, names=None):
-    """Adds the subcommands word2vec, glove and vectors (or only those in `names`) to `commands`."""
+    """Adds the subcommands word2vec, glove, vectors and fasttext (or only those in `names`) to `commands`."""
     add_subcommands(commands, COMMANDS, names)
 
 
@@ -76,13 +76,38 @@ def add_segmenter_option(parser):
                              "word (default none: every CJK character is a word)")
 
 
+def add_fasttext_command(commands):
+    """Adds `kmlm fasttext`."""
+    ft = add_command(commands, "fasttext", help="train fastText vectors (words + character n-grams)",
+                     description="Train fastText word vectors (skip-gram or CBOW, negative sampling) with "
+                                 "model.fit: a word's input vector is the mean of its own row and the rows of its "
+                                 "character n-grams (min-n..max-n characters of <word>, hashed into --buckets rows "
+                                 "as fastText does), so words never seen in training get vectors too. Writes "
+                                 "DIR/vectors.vec (text format), DIR/model.bin (Facebook fastText binary, loads in "
+                                 "fastText and gensim's load_facebook_model), DIR/vocab.txt and DIR/fasttext.json. "
+                                 "Query unseen words with `kmlm vectors DIR --similar WORD`.")
+    ft.add_argument("--model", choices=("skipgram", "cbow"), default="skipgram", help="architecture")
+    ft.add_argument("--negatives", type=positive_int, default=5, help="negative samples per example")
+    ft.add_argument("--subsample", type=float, default=1e-3, help="frequent-word subsampling threshold t (0: off)")
+    ft.add_argument("--min-n", type=int, default=3, help="shortest character n-gram, counting the < > markers")
+    ft.add_argument("--max-n", type=int, default=6, help="longest character n-gram (0: no n-grams)")
+    ft.add_argument("--buckets", type=positive_int, default=200_000,
+                    help="rows of the hashed n-gram table (default 200,000: fastText's 2,000,000 makes an 800 MB "
+                         "table and .bin at dim 100, mostly empty on corpora of a few million words; give "
+                         "2000000 to match fastText)")
+    _add_training_options(ft, window=5, epochs=5, batch_size=1024, learning_rate=0.05)
+    add_segmenter_option(ft)
+    ft.set_defaults(run=_fasttext)
+
+
 def add_vectors_command(commands):
     """Adds `kmlm vectors`."""
     vec = add_command(commands, "vectors", help="query, evaluate and plot word vectors",
-                      description="Load word vectors (word2vec or GloVe text file, or a `kmlm pretrain` run "
-                                  "directory: its input embedding table, a word = the mean of its pieces) and "
-                                  "answer the requested queries.")
-    vec.add_argument("vectors", metavar="VECTORS", help="vectors file, or a run directory")
+                      description="Load word vectors (word2vec or GloVe text file, a fastText .bin or "
+                                  "`kmlm fasttext` directory: any word, seen or not, from its character n-grams, "
+                                  "or a `kmlm pretrain` run directory: its input embedding table, a word = the "
+                                  "mean of its pieces) and answer the requested queries.")
+    vec.add_argument("vectors", metavar="VECTORS", help="vectors file, fastText .bin, or a run directory")
     vec.add_argument("--similar", nargs="+", default=[], metavar="WORD", help="print the nearest neighbours of words")
     vec.add_argument("--analogy", nargs=3, metavar=("A", "B", "C"), help="solve A : B :: C : ?")
     vec.add_argument("--method", choices=("add", "mul"), default="add", help="analogy method: 3CosAdd or 3CosMul")
@@ -139,6 +164,27 @@ def _glove(args):
           f"{args.out}/vectors.txt; final loss {result.history['loss'][-1]:.4f}; {time.time() - start:.1f}s")
 
 
+def _fasttext(args):
+    """Runs `kmlm fasttext`."""
+    from kmlm.pipelines import load_documents
+    from kmlm.wordvec.fasttext import FastTextSettings, save_fasttext_run, train_fasttext
+
+    settings = FastTextSettings(
+        model=args.model, dim=args.dim, window=args.window, negatives=args.negatives, min_count=args.min_count,
+        subsample=args.subsample, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        seed=args.seed, min_n=args.min_n, max_n=args.max_n, buckets=args.buckets, segmenter=_segmenter(args),
+    )
+    settings.validate()
+    documents = load_documents(args.corpus, one_per_line=args.one_per_line)
+    start = time.time()
+    result = train_fasttext(documents, settings, verbose=0 if args.quiet else 1)
+    save_fasttext_run(args.out, result, settings, corpus=args.corpus)
+    rates = sorted(result.words_per_second)
+    print(f"{len(result.vectors)} word vectors of dim {args.dim} and {result.vectors.buckets:,} n-gram buckets in "
+          f"{args.out}/vectors.vec and {args.out}/model.bin; {rates[len(rates) // 2]:,.0f} words/s (median epoch); "
+          f"{time.time() - start:.1f}s")
+
+
 def _segmenter(args):
     return None if args.segmenter == "none" else args.segmenter
 
@@ -155,8 +201,14 @@ def _vectors(args):
 
 def _load_vectors(source, limit):
     """Word vectors from a vectors file, or from the embedding table of a run directory."""
+    from kmlm.wordvec.fasttext import MODEL_FILE
+    from kmlm.wordvec.fasttext_bin import load_fasttext_bin
     from kmlm.wordvec.vectors import WordVectors
 
+    fasttext_model = os.path.join(source, MODEL_FILE) if os.path.isdir(source) else source
+    if fasttext_model.endswith(".bin") and os.path.isfile(fasttext_model):
+        vectors = load_fasttext_bin(fasttext_model).vectors
+        return vectors.restricted(limit) if limit else vectors
     if not os.path.isdir(source):
         return WordVectors.load(source, limit=limit)
     from kmlm.run_directory import load_run
@@ -171,7 +223,7 @@ def _load_vectors(source, limit):
 def _require_words(vectors, words, source):
     """Raises ValueError naming the first of `words` that `vectors` lacks."""
     for word in words:
-        if word not in vectors:
+        if not vectors.has_vector(word):
             raise ValueError(f"word {word!r} is not in the vocabulary of {source}")
 
 
@@ -226,4 +278,5 @@ def _print_answers(results, args):
 
 
 # Subcommand name -> the function that adds it, in the group's order.
-COMMANDS = {"word2vec": add_word2vec_command, "glove": add_glove_command, "vectors": add_vectors_command}
+COMMANDS = {"word2vec": add_word2vec_command, "glove": add_glove_command, "vectors": add_vectors_command,
+            "fasttext": add_fasttext_command}

@@ -391,10 +391,11 @@ def _chain(first, rest):
     yield from rest
 
 
-def write_vectors_directory(out, vectors, record_file, *, settings, corpus=None, extra=None, format="word2vec"):
-    """The output folder of a vector trainer: `vectors.txt`, `vocab.txt` ("word count"
-    lines) and a JSON record `record_file` of the corpus, the settings (a dataclass), the
-    vocabulary size and `extra`.
+def write_vectors_directory(out, vectors, record_file, *, settings, corpus=None, extra=None, format="word2vec",
+                            vectors_file=VECTORS_FILE):
+    """The output folder of a vector trainer: `vectors_file` (default `vectors.txt`),
+    `vocab.txt` ("word count" lines) and a JSON record `record_file` of the corpus, the
+    settings (a dataclass), the vocabulary size and `extra`.
 
     Example:
     >>> import dataclasses
@@ -407,7 +408,7 @@ def write_vectors_directory(out, vectors, record_file, *, settings, corpus=None,
     ['vectors.txt', 'vocab.txt', 'word2vec.json']
     """
     os.makedirs(out, exist_ok=True)
-    vectors.save(os.path.join(out, VECTORS_FILE), format=format)
+    vectors.save(os.path.join(out, vectors_file), format=format)
     vectors.save_counts(os.path.join(out, COUNTS_FILE))
     record = {"corpus": corpus, "settings": dataclasses.asdict(settings), "vocabulary_size": len(vectors),
               **(extra or {})}

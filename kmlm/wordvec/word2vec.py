@@ -290,6 +290,8 @@ class Word2Vec(keras.Model):
         output_size: rows of the output table (V for negative sampling, V - 1 inner
             nodes for hierarchical softmax).
         seed: initialisation seed.
+        input_size: rows of the input table (default V; more when words share rows of
+            subwords, as `input_rows` of a subclass maps them).
 
     Example:
     >>> model = Word2Vec(1000, 50, 1000)
@@ -297,15 +299,16 @@ class Word2Vec(keras.Model):
     TensorShape([1, 3])
     """
 
-    def __init__(self, vocabulary_size, dim, output_size, seed=0, **kwargs):
+    def __init__(self, vocabulary_size, dim, output_size, seed=0, input_size=None, **kwargs):
         super().__init__(**kwargs)
         self.vocabulary_size = vocabulary_size
         self.dim = dim
         self.output_size = output_size
         self.seed = seed
+        self.input_size = input_size
         # word2vec's initialisation: small uniform input vectors, zero output vectors.
         self.input_embedding = keras.layers.Embedding(
-            vocabulary_size,
+            input_size or vocabulary_size,
             dim,
             embeddings_initializer=keras.initializers.RandomUniform(-0.5 / dim, 0.5 / dim, seed=seed),
             name="input_embedding",
@@ -314,19 +317,32 @@ class Word2Vec(keras.Model):
             output_size, dim, embeddings_initializer="zeros", name="output_embedding"
         )
 
+    # True: each input row gets the gradient of the hidden vector itself, not its 1/n share.
+    whole_gradient_per_row = False
+
+    def input_rows(self, input_ids):
+        """The rows of the input table that make up each input (-1: none); one per word here,
+        a word and its character n-grams in `kmlm.wordvec.fasttext.FastText`."""
+        return input_ids
+
     def call(self, inputs):
-        input_ids = inputs["input_ids"]
+        input_ids = self.input_rows(inputs["input_ids"])
         present = input_ids >= 0
         vectors = self.input_embedding(tf.maximum(input_ids, 0))
         weights = tf.cast(present, vectors.dtype)[..., None]
-        hidden = tf.reduce_sum(vectors * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
+        summed = tf.reduce_sum(vectors * weights, axis=1)
+        hidden = summed / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
+        if self.whole_gradient_per_row:
+            # fastText's update: every input row moves by the whole gradient of the mean.
+            hidden = summed + tf.stop_gradient(hidden - summed)
         outputs = self.output_embedding(inputs["output_ids"])
         return tf.einsum("bd,bmd->bm", hidden, outputs)
 
     def get_config(self):
         config = super().get_config()
         config.update(
-            vocabulary_size=self.vocabulary_size, dim=self.dim, output_size=self.output_size, seed=self.seed
+            vocabulary_size=self.vocabulary_size, dim=self.dim, output_size=self.output_size, seed=self.seed,
+            input_size=self.input_size,
         )
         return config
 
@@ -395,20 +411,37 @@ def train_word2vec(documents: tf.data.Dataset, settings: Word2VecSettings | None
     """
     settings = settings or Word2VecSettings()
     settings.validate()
-    counts = count_words(documents, settings.segmenter)
-    vocabulary, frequencies = build_vocabulary(counts, settings.min_count)
-    words_per_epoch = int(frequencies.sum())
-    if verbose:
-        print(
-            f"{len(vocabulary):,} words seen >= {settings.min_count} times "
-            f"({words_per_epoch:,} of {sum(counts.values()):,} corpus words)",
-            flush=True,
-        )
-    examples = word2vec_examples(documents, vocabulary, frequencies, settings)
-    steps = sum(1 for _ in examples)  # one pass also warms the tf.data graph
+    vocabulary, frequencies = corpus_vocabulary(documents, settings, verbose)
     output_size = len(vocabulary) - 1 if settings.hierarchical_softmax else len(vocabulary)
     keras.utils.set_random_seed(settings.seed)
     model = Word2Vec(len(vocabulary), settings.dim, output_size, seed=settings.seed, name=f"word2vec_{settings.model}")
+    result = fit_word2vec(model, documents, vocabulary, frequencies, settings, verbose)
+    result.vectors = WordVectors(vocabulary, model.input_embedding.embeddings.numpy(), counts=frequencies)
+    return result
+
+
+def corpus_vocabulary(documents: tf.data.Dataset, settings: Word2VecSettings, verbose=0):
+    """The words seen at least `settings.min_count` times and their counts (`build_vocabulary`)."""
+    counts = count_words(documents, settings.segmenter)
+    vocabulary, frequencies = build_vocabulary(counts, settings.min_count)
+    if verbose:
+        print(
+            f"{len(vocabulary):,} words seen >= {settings.min_count} times "
+            f"({int(frequencies.sum()):,} of {sum(counts.values()):,} corpus words)",
+            flush=True,
+        )
+    return vocabulary, frequencies
+
+
+def fit_word2vec(model: Word2Vec, documents, vocabulary, frequencies, settings: Word2VecSettings, verbose=0):
+    """Fits `model` (a `Word2Vec` or a subclass) with SGD on the examples of `settings`, the
+    learning rate decaying linearly to 1e-4 of itself over the run.
+
+    Returns:
+        A `Word2VecResult` whose `vectors` the caller fills in from the trained model.
+    """
+    examples = word2vec_examples(documents, vocabulary, frequencies, settings)
+    steps = sum(1 for _ in examples)  # one pass also warms the tf.data graph
     schedule = keras.optimizers.schedules.PolynomialDecay(
         settings.learning_rate, max(1, steps * settings.epochs), settings.learning_rate * 1e-4
     )
@@ -416,15 +449,13 @@ def train_word2vec(documents: tf.data.Dataset, settings: Word2VecSettings | None
         optimizer=keras.optimizers.SGD(schedule),
         loss=SigmoidLossSum(),
     )
-    speed = _WordsPerSecond(words_per_epoch, verbose)
+    speed = _WordsPerSecond(int(frequencies.sum()), verbose)
     # The pass above counted the steps: with them, the schedule ends exactly at the last step.
     with tf_data_fit():
         history = model.fit(
             examples.repeat(), steps_per_epoch=steps, epochs=settings.epochs, callbacks=[speed], verbose=verbose
         )
-    table = model.input_embedding.embeddings.numpy()
-    vectors = WordVectors(vocabulary, table, counts=frequencies)
-    return Word2VecResult(vectors=vectors, model=model, words_per_second=speed.rates, history=history.history)
+    return Word2VecResult(vectors=None, model=model, words_per_second=speed.rates, history=history.history)
 
 
 def save_word2vec_run(out: str, result: Word2VecResult, settings: Word2VecSettings, corpus: str | None = None):

@@ -318,3 +318,16 @@ def test_attention_layer_or_head_outside_the_model(tiny_run, option, value, mess
 
 def test_attention_of_a_blank_text(tiny_run, capsys):
     assert _error(["attention", tiny_run, "   "], capsys) == "text '   ' has no tokens; give a text to look inside"
+
+
+def test_fasttext_ngram_lengths_the_wrong_way_round(tmp_path, capsys):
+    message = _error(["fasttext", "--out", str(tmp_path / "ft"), "--min-n", "5", "--max-n", "3"], capsys)
+    assert message == "--min-n 5 --max-n 3: need 1 <= min-n <= max-n (or --max-n 0 for no n-grams)"
+    assert not (tmp_path / "ft").exists()
+
+
+def test_vectors_of_a_bin_that_is_not_fasttext(tmp_path, capsys):
+    fake = tmp_path / "vectors.bin"
+    fake.write_bytes(b"\x00\x01" * 64)
+    message = _error(["vectors", str(fake), "--similar", "word"], capsys)
+    assert message.startswith(f"{str(fake)!r} is not a fastText .bin (no fastText header: magic ")

@@ -15,13 +15,13 @@ from kmlm.cli import inference, interop, main as cli_main, pretraining, serving,
 from kmlm.cli.main import build_parser, main, one_line
 
 # The order of `kmlm --help` (and of "choose from ..." in the error for an unknown command).
-COMMANDS = ("vocab", "pretrain", "evaluate", "fill-mask", "export", "word2vec", "glove", "vectors",
+COMMANDS = ("vocab", "pretrain", "evaluate", "fill-mask", "export", "word2vec", "glove", "vectors", "fasttext",
             "finetune", "predict", "embed", "convert", "score", "generate", "attention")
 GROUPS = {
     pretraining: ("vocab", "pretrain", "evaluate"),
     inference: ("fill-mask", "score", "generate", "attention"),
     serving: ("export",),
-    wordvec: ("word2vec", "glove", "vectors"),
+    wordvec: ("word2vec", "glove", "vectors", "fasttext"),
     tasks: ("finetune", "predict", "embed"),
     interop: ("convert",),
 }

@@ -1,0 +1,108 @@
+"""fastText training: the subword table against gensim's n-gram hashes, a tiny model whose
+unseen inflected forms land next to their base forms, the `.bin` it writes read by gensim
+with the same vectors, and `kmlm fasttext` / `kmlm vectors` on words never seen."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kmlm.cli.main import main
+from kmlm.wordvec.fasttext import FastTextSettings, save_fasttext_run, subword_matrix, train_fasttext
+from tests.helpers import write_corpus
+
+gensim_fasttext = pytest.importorskip("gensim.models.fasttext")
+
+STEMS = ["walk", "talk", "jump", "climb", "paint", "clean", "cook", "play", "watch", "open"]
+COMMON = ["the", "a", "they", "we", "often", "today"]
+
+
+def inflected_corpus(sentences=4000, seed=0):
+    """Each stem, as `stem`, `stems` or `stemed`, among context words of its own; the `-ing`
+    forms never occur, so only their n-grams can place them."""
+    rng = random.Random(seed)
+    contexts = {stem: [stem[::-1] + "q" + c for c in "abcd"] for stem in STEMS}
+    documents = []
+    for _ in range(sentences):
+        stem = rng.choice(STEMS)
+        words = [rng.choice([stem, stem + "s", stem + "ed"])] + rng.sample(contexts[stem], 2) + rng.sample(COMMON, 2)
+        rng.shuffle(words)
+        documents.append(" ".join(words))
+    return documents
+
+
+FAST = dict(dim=32, window=3, min_count=1, epochs=3, batch_size=256, table_size=100_000, buckets=5000)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    settings = FastTextSettings(model="skipgram", **FAST)
+    return settings, train_fasttext(tf.data.Dataset.from_tensor_slices(inflected_corpus()), settings)
+
+
+def test_subword_rows_are_the_word_then_gensims_buckets():
+    words = ["walk", "été", "a", "北京"]
+    matrix = subword_matrix(words, 3, 6, 1000)
+    for i, word in enumerate(words):
+        rows = matrix[i][matrix[i] >= 0].tolist()
+        assert rows == [i] + [len(words) + b for b in gensim_fasttext.ft_ngram_hashes(word, 3, 6, 1000)]
+    assert subword_matrix(words, 3, 6, 0).tolist() == [[0], [1], [2], [3]] == subword_matrix(words, 0, 0, 10).tolist()
+
+
+def test_cbow_input_is_the_mean_of_every_context_words_rows(trained):
+    _, result = trained
+    model, vectors = result.model, result.vectors
+    subwords = subword_matrix(vectors.words, 3, 6, 5000)
+    rows = [r for r in np.concatenate([subwords[0], subwords[3]]) if r >= 0]
+    expected = model.input_embedding.embeddings.numpy()[rows].mean(axis=0) @ result.output_rows[1]
+    logits = model({"input_ids": tf.constant([[0, 3, -1]]), "output_ids": tf.constant([[1]])})
+    np.testing.assert_allclose(logits.numpy()[0, 0], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_unseen_inflected_forms_land_next_to_their_base_forms(trained):
+    _, result = trained
+    vectors = result.vectors
+    assert not any(stem + "ing" in vectors for stem in STEMS)
+    ranks = []
+    for stem in STEMS:
+        neighbours = [w for w, _ in vectors.most_similar(stem + "ing", top_n=len(vectors))]
+        ranks.append(neighbours.index(stem) + 1)
+        # among the base forms, its own is the nearest
+        assert min(STEMS, key=lambda s: -vectors.similarity(stem + "ing", s)) == stem, stem
+    assert np.median(ranks) <= 5, ranks  # of 132 words; the stem's other seen forms are near too
+
+
+def test_the_bin_loads_in_gensim_with_the_same_vectors(trained, tmp_path):
+    settings, result = trained
+    save_fasttext_run(str(tmp_path), result, settings, corpus="inflected")
+    gensim_model = gensim_fasttext.load_facebook_model(str(tmp_path / "model.bin"))
+    vectors = result.vectors
+    words = vectors.words + [s + "ing" for s in STEMS] + ["walkd", "climbbed", "zzqx"]
+    np.testing.assert_allclose([vectors.vector(w) for w in words], [gensim_model.wv[w] for w in words],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gensim_model.syn1neg, result.output_rows, rtol=1e-6)
+    assert (gensim_model.sg, gensim_model.negative, gensim_model.wv.bucket) == (1, 5, 5000)
+    assert gensim_model.wv.most_similar("walking", topn=1)[0][0] == vectors.most_similar("walking", top_n=1)[0][0]
+    text = open(tmp_path / "vectors.vec").read().split("\n")
+    assert text[0] == f"{len(vectors)} 32"
+    word, *numbers = text[1].split()
+    np.testing.assert_allclose([float(x) for x in numbers], gensim_model.wv[word], rtol=1e-4, atol=1e-6)
+    assert json.load(open(tmp_path / "fasttext.json"))["settings"]["buckets"] == 5000
+
+
+def test_fasttext_command_then_vectors_answer_unseen_and_misspelled_words(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.txt", inflected_corpus(1500, seed=1))
+    out = tmp_path / "run"
+    assert main(["fasttext", "--corpus", str(corpus), "--out", str(out), "--model", "cbow", "--dim", "16",
+                 "--min-count", "1", "--epochs", "2", "--buckets", "3000", "--batch-size", "256", "--quiet"]) == 0
+    assert "model.bin" in capsys.readouterr().out
+    for source in (out, out / "model.bin"):
+        assert main(["vectors", str(source), "--similar", "cooking", "paintde", "--top-n", "3", "--json"]) == 0
+        answers = json.loads(capsys.readouterr().out)["similar"]
+        assert set(answers) == {"cooking", "paintde"} and all(len(a) == 3 for a in answers.values())
+    gensim_model = gensim_fasttext.load_facebook_model(str(out / "model.bin"))
+    assert gensim_model.sg == 0 and gensim_model.wv.bucket == 3000
+    expected = [w for w, _ in gensim_model.wv.most_similar("cooking", topn=3)]
+    assert [w for w, _ in answers["cooking"]] == expected
