@@ -1,0 +1,181 @@
+"""fastText training throughput and quality of kmlm next to gensim `FastText`, same corpus,
+words and settings, plus the unseen-word check.
+
+Both arms see the same words: the corpus is split by kmlm's in-graph word splitter once, and
+gensim gets those word lists. A held-out set of inflected forms (words ending in -ing, -ed or
+-s whose base form is also in the vocabulary) is removed from the corpus for both arms; after
+training, each held-out form's vector comes from its n-grams alone, and the report gives the
+median rank of its base form among its nearest vocabulary neighbours. Arms alternate (kmlm,
+gensim, kmlm, gensim, ...) so that load on a shared machine hits both alike; the report gives
+medians and the ratio of medians, and the quality of the last round on gensim's WordSim-353,
+SimLex-999 and Google analogy files (restricted to the 30,000 most frequent words).
+
+    python benchmarks/fasttext_throughput.py                       # builtin:python-docs
+    python benchmarks/fasttext_throughput.py --corpus text/ --rounds 5 --json out.json
+    python benchmarks/fasttext_throughput.py --max-documents 300 --rounds 1 --epochs 1   # smoke run
+
+gensim is a benchmark-only dependency: `pip install gensim`.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import kmlm  # noqa: E402,F401  (sets the Keras backend)
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from kmlm.wordvec.fasttext import FastTextSettings, train_fasttext  # noqa: E402
+from kmlm.wordvec.vectors import WordVectors  # noqa: E402
+from kmlm.wordvec.words import split_words  # noqa: E402
+from kmlm.pipelines import load_documents  # noqa: E402
+
+SUFFIXES = ("ing", "ed", "s")
+
+
+def corpus_words(source, max_documents):
+    documents = load_documents(source)
+    if max_documents:
+        documents = documents.take(max_documents)
+    words = []
+    for batch in documents.batch(1024).as_numpy_iterator():
+        words.extend([w.decode("utf-8") for w in row] for row in split_words(tf.constant(batch)).to_list())
+    return words
+
+
+def held_out_forms(words, min_count, count):
+    """Up to `count` inflected forms (form -> base) whose base is frequent enough to stay."""
+    counts = {}
+    for row in words:
+        for word in row:
+            counts[word] = counts.get(word, 0) + 1
+    forms = {}
+    for word, n in sorted(counts.items(), key=lambda item: -item[1]):
+        for suffix in SUFFIXES:
+            base = word[: -len(suffix)]
+            if word.endswith(suffix) and len(base) >= 3 and counts.get(base, 0) >= 2 * min_count and n >= min_count:
+                forms[word] = base
+                break
+        if len(forms) == count:
+            break
+    return forms
+
+
+def base_form_ranks(vector_of, neighbours_of, forms):
+    """Rank of each held-out form's base among the form's nearest vocabulary words."""
+    ranks = []
+    for form, base in forms.items():
+        vector_of(form)  # from n-grams alone: the form was removed from the corpus
+        ranked = neighbours_of(form)
+        ranks.append(ranked.index(base) + 1 if base in ranked else len(ranked) + 1)
+    return ranks
+
+
+def run_kmlm(words, settings):
+    """Median words/s over the epochs after the first (which also traces the graph)."""
+    texts = [" ".join(row) for row in words]
+    result = train_fasttext(tf.data.Dataset.from_tensor_slices(texts), settings)
+    rates = result.words_per_second[1:] or result.words_per_second
+    return statistics.median(rates), result.vectors
+
+
+def run_gensim(words, settings, workers):
+    from gensim.models import FastText
+
+    model = FastText(
+        vector_size=settings.dim, window=settings.window, min_count=settings.min_count,
+        sg=int(settings.model == "skipgram"), negative=settings.negatives, hs=0, sample=settings.subsample,
+        alpha=settings.learning_rate, workers=workers, seed=settings.seed, min_n=settings.min_n,
+        max_n=settings.max_n, bucket=settings.buckets,
+    )
+    model.build_vocab(words)
+    in_vocabulary = sum(model.wv.get_vecattr(w, "count") for w in model.wv.index_to_key)
+    start = time.perf_counter()
+    model.train(words, total_examples=len(words), epochs=settings.epochs)
+    return in_vocabulary * settings.epochs / (time.perf_counter() - start), model
+
+
+def quality(vectors):
+    """WordSim-353 and SimLex-999 Spearman and analogy accuracy of `WordVectors`."""
+    from gensim.test.utils import datapath
+
+    pairs = {name: vectors.evaluate_word_pairs(datapath(file))["spearman"]
+             for name, file in (("wordsim353", "wordsim353.tsv"), ("simlex999", "simlex999.txt"))}
+    analogies = vectors.evaluate_analogies(datapath("questions-words.txt"), restrict=30_000)
+    return {**pairs, "analogies": analogies["accuracy"]}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default="builtin:python-docs")
+    parser.add_argument("--max-documents", type=int, default=0, help="use only the first N documents (0: all)")
+    parser.add_argument("--model", choices=("skipgram", "cbow"), default="skipgram")
+    parser.add_argument("--dim", type=int, default=100)
+    parser.add_argument("--window", type=int, default=5)
+    parser.add_argument("--negatives", type=int, default=5)
+    parser.add_argument("--min-count", type=int, default=5)
+    parser.add_argument("--subsample", type=float, default=1e-3)
+    parser.add_argument("--min-n", type=int, default=3)
+    parser.add_argument("--max-n", type=int, default=6)
+    parser.add_argument("--buckets", type=int, default=200_000)
+    parser.add_argument("--learning-rate", type=float, default=0.05)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement (kmlm skips the first)")
+    parser.add_argument("--batch-size", type=int, default=1024, help="kmlm examples per step")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--held-out", type=int, default=100, help="inflected forms removed to test unseen words")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="gensim worker threads")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+
+    settings = FastTextSettings(
+        model=args.model, dim=args.dim, window=args.window, negatives=args.negatives, min_count=args.min_count,
+        subsample=args.subsample, epochs=args.epochs, batch_size=args.batch_size, min_n=args.min_n,
+        max_n=args.max_n, buckets=args.buckets, learning_rate=args.learning_rate,
+    )
+    words = corpus_words(args.corpus, args.max_documents)
+    forms = held_out_forms(words, args.min_count, args.held_out)
+    words = [[w for w in row if w not in forms] for row in words]
+    words = [row for row in words if row]
+    print(f"corpus {args.corpus}: {len(words):,} documents, {sum(map(len, words)):,} words after holding out "
+          f"{len(forms)} inflected forms; {args.model}, dim {args.dim}, window {args.window}, {args.negatives} "
+          f"negatives, min-count {args.min_count}, subsample {args.subsample}, n-grams {args.min_n}..{args.max_n} "
+          f"in {args.buckets:,} buckets; gensim workers {args.workers}; {os.cpu_count()} CPUs", flush=True)
+    rates = {"kmlm": [], "gensim": []}
+    for round_number in range(1, args.rounds + 1):
+        kmlm_rate, vectors = run_kmlm(words, settings)
+        gensim_rate, gensim_model = run_gensim(words, settings, args.workers)
+        rates["kmlm"].append(kmlm_rate)
+        rates["gensim"].append(gensim_rate)
+        print(f"round {round_number}: kmlm {kmlm_rate:,.0f} words/s, gensim {gensim_rate:,.0f} words/s", flush=True)
+    report = {name: {"median_words_per_second": statistics.median(r), "min": min(r), "max": max(r)}
+              for name, r in rates.items()}
+    ratio = report["kmlm"]["median_words_per_second"] / report["gensim"]["median_words_per_second"]
+    print(f"median words/s: kmlm {report['kmlm']['median_words_per_second']:,.0f}, gensim "
+          f"{report['gensim']['median_words_per_second']:,.0f}; kmlm / gensim = {ratio:.2f}")
+
+    gensim_vectors = WordVectors(gensim_model.wv.index_to_key, gensim_model.wv.vectors)
+    scores = {"kmlm": quality(vectors), "gensim": quality(gensim_vectors)}
+    scores["kmlm"]["base_form_ranks"] = base_form_ranks(
+        vectors.vector, lambda form: [w for w, _ in vectors.most_similar(form, top_n=100)], forms)
+    scores["gensim"]["base_form_ranks"] = base_form_ranks(
+        gensim_model.wv.__getitem__, lambda form: [w for w, _ in gensim_model.wv.most_similar(form, topn=100)], forms)
+    for name, score in scores.items():
+        ranks = score.pop("base_form_ranks")
+        score["median_base_form_rank"] = float(np.median(ranks)) if ranks else None
+        score["base_form_in_top_10"] = float(np.mean([r <= 10 for r in ranks])) if ranks else None
+        print(f"{name}: WordSim-353 {score['wordsim353']:.3f}, SimLex-999 {score['simlex999']:.3f}, analogies "
+              f"{score['analogies']:.3f}; unseen forms: median rank of the base form {score['median_base_form_rank']}"
+              f" (of 100 neighbours, 101 = not among them), base in top 10 for {score['base_form_in_top_10']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"settings": vars(args), "report": report, "ratio": ratio, "rounds": rates, "quality": scores,
+                       "held_out": forms}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
