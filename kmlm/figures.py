@@ -2,6 +2,7 @@
 tokens drawn, and writing the picture whole or not at all."""
 
 import contextlib
+import functools
 import os
 import warnings
 
@@ -28,7 +29,28 @@ def font_families():
     from matplotlib import font_manager
 
     installed = {font.name for font in font_manager.fontManager.ttflist}
+    if not installed.intersection(CJK_FONTS):
+        installed |= _fonts_missing_from_the_cache()
     return ["DejaVu Sans"] + [name for name in CJK_FONTS if name in installed]
+
+
+@functools.cache
+def _fonts_missing_from_the_cache():
+    """Adds the system fonts that matplotlib's font cache lacks (a font installed after the
+    cache was built, e.g. apt-get install fonts-wqy-microhei) and returns their names."""
+    from matplotlib import font_manager
+
+    known = {font.fname for font in font_manager.fontManager.ttflist}
+    names = set()
+    for path in font_manager.findSystemFonts():
+        if path in known:
+            continue
+        try:
+            font_manager.fontManager.addfont(path)
+        except (OSError, RuntimeError, ValueError):  # a font file matplotlib cannot read: skip it
+            continue
+        names.add(font_manager.FontProperties(fname=path).get_name())
+    return names
 
 
 @contextlib.contextmanager
