@@ -17,6 +17,8 @@ import os
 import socket
 import time
 
+from kmlm.files import disk_full_error, is_disk_full
+
 LOCK_SUFFIX = ".kmlm-lock"
 
 
@@ -98,9 +100,15 @@ def hold_output_directory(out: str, command: str):
         yield
         return
     record = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "started": time.time()}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(record).encode("utf-8"), 0)
     try:
+        content = json.dumps(record).encode("utf-8")
+        os.ftruncate(fd, 0)
+        try:
+            os.pwrite(fd, content, 0)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            raise disk_full_error(path, len(content)) from None
         yield
     finally:
         with contextlib.suppress(OSError):

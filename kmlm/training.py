@@ -136,6 +136,13 @@ class GlobalClipAdamW(keras.optimizers.AdamW):
         return super()._all_reduce_sum_gradients(grads_and_vars)
 
 
+def enable_determinism():
+    """Makes every TensorFlow op deterministic for the rest of the process (an op without a
+    deterministic kernel then raises instead of running). On CPU kmlm's runs are already
+    reproducible for a fixed seed; this is for accelerators, where some kernels are not."""
+    tf.config.experimental.enable_op_determinism()
+
+
 def set_precision(precision):
     """Sets the global Keras dtype policy: "float32", "mixed_float16" or "mixed_bfloat16".
 

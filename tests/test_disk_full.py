@@ -14,6 +14,7 @@ from kmlm import files
 from kmlm.cli.main import main, one_line
 from kmlm.files import DiskFullError, replace_atomically
 from kmlm.pretraining.checkpointing import AtomicBackupAndRestore
+from tests.helpers import logged_epochs
 from tests.tiny_run import make_tiny_run
 
 
@@ -105,3 +106,63 @@ def test_an_export_on_a_full_disk_fails_in_one_line_and_leaves_the_previous_vers
         f"kmlm export: error: no space left on the device to write '{base}/2': it needs at least "), error
     assert sorted(os.listdir(base)) == ["1"]  # no temporary directory, no claim
     assert "serving_default" in tf.saved_model.load(os.path.join(base, "1")).signatures
+
+
+@pytest.mark.parametrize("command", ["word2vec", "glove"])
+def test_word_vectors_on_a_full_disk_fail_in_one_line_and_keep_the_previous_vectors(command, tmp_path, small_disk,
+                                                                                    capsys):
+    from tests.helpers import write_corpus
+    from tests.wordvec.corpora import planted_groups
+
+    corpus = write_corpus(tmp_path / "corpus.txt", planted_groups(300))
+    out = small_disk / command
+    argv = [command, "--corpus", corpus, "--out", str(out), "--dim", "64", "--epochs", "1", "--min-count", "2",
+            "--quiet"]
+    assert main(argv) == 0
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    capsys.readouterr()
+    _fill(small_disk, leave=12_000)  # room for the lock file, not for vectors.txt (about 60 words x 64 numbers)
+    assert main([*argv, "--seed", "1"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(
+        f"kmlm {command}: error: no space left on the device to write '{out}/vectors.txt': it needs about "), error
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before  # no half file, nothing replaced
+
+
+@pytest.mark.slow
+def test_pretrain_on_a_full_disk_fails_in_one_line_and_the_same_command_finishes_once_there_is_space(
+        tmp_path, small_disk, capsys):
+    from tests.cli.test_main import ENGLISH
+    from tests.helpers import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus.txt", ENGLISH)
+    out = small_disk / "run"
+    argv = ["pretrain", "--corpus", corpus, "--out", str(out), "--steps", "20", "--log-points", "2", "--preset", "tiny",
+            "--seq-len", "32", "--batch-size", "8", "--hidden-dim", "32", "--num-heads", "2",
+            "--intermediate-dim", "64", "--vocab-size", "300", "--eval-batches", "1", "--no-jit", "--quiet"]
+    _fill(small_disk, leave=60_000)  # room for the vocabulary and config, not for a backup with its optimizer state
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(
+        f"kmlm pretrain: error: no space left on the device to write '{out}/"), error
+    assert error[0].endswith("free space and re-run the same command"), error
+    assert not any(name.startswith(".") or name.endswith((".tmp", ".partial")) for _, _, names in os.walk(out)
+                   for name in names), list(os.walk(out))
+    os.remove(small_disk / "filler")
+    assert main(argv) == 0
+    assert os.path.isfile(out / "model.keras") and not os.path.exists(out / "backup")
+    assert logged_epochs(str(out)) == [0, 1]
+
+
+def test_a_lock_file_on_a_full_disk_is_one_line_naming_it_and_leaves_nothing_behind(tmp_path, small_disk, capsys):
+    from kmlm.output_lock import lock_path
+
+    out = small_disk / "vectors"
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a b c a b c\n", encoding="utf-8")
+    _fill(small_disk, leave=0)
+    assert main(["word2vec", "--corpus", str(corpus), "--out", str(out), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(
+        f"kmlm word2vec: error: no space left on the device to write {lock_path(str(out))!r}: it needs about "), error
+    assert os.listdir(small_disk) == ["filler"]  # the fixture's unmount then also proves no file is left open

@@ -133,6 +133,10 @@ def _add_optimisation_options(parser):
                         help="compute precision (softmax, LayerNorm and loss stay float32)")
     parser.add_argument("--no-jit", action="store_true", help="do not XLA-compile the train step")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and masking")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="make every TensorFlow op deterministic (tf.config.experimental.enable_op_determinism) "
+                             "so that the same seed gives the same run on any device; Keras then runs the step "
+                             "without XLA (as --no-jit does). CPU runs are reproducible without it")
 
 
 def _add_evaluation_options(parser):
@@ -207,7 +211,8 @@ def _pretrain_settings(args):
         vocab=args.vocab, vocab_size=args.vocab_size, vocab_method=args.vocab_method, lowercase=not args.cased,
         packing=not args.no_packing, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
         warmup=args.warmup, lr_schedule=args.lr_schedule, time_budget=args.time_budget,
-        weight_decay=args.weight_decay, precision=args.precision, jit_compile=not args.no_jit, seed=args.seed,
+        weight_decay=args.weight_decay, precision=args.precision,
+        jit_compile=not (args.no_jit or args.deterministic), seed=args.seed,
         eval_batches=args.eval_batches, log_points=args.log_points, distribution=args.distribution,
         data_service=args.data_service, init_embeddings=args.init_embeddings, objective=args.objective,
         model_overrides=model_overrides(args),
@@ -220,8 +225,11 @@ def _pretrain(args):
     """Runs `kmlm pretrain`."""
     from kmlm.pretraining.job import pretrain, remove_run
     from kmlm.run_directory import MODEL_FILE
+    from kmlm.training import enable_determinism
 
     settings = _pretrain_settings(args)
+    if args.deterministic:
+        enable_determinism()
     if args.overwrite and os.path.isfile(os.path.join(args.out, MODEL_FILE)):
         remove_run(args.out)
     start = time.time()

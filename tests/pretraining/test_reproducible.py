@@ -32,3 +32,24 @@ def test_two_runs_of_one_command_write_identical_metrics(tmp_path):
     assert len(first[1].splitlines()) == 4  # a header and 3 epochs
     assert first[2].pop("train_seconds") > 0 and second[2].pop("train_seconds") > 0  # wall-clock time differs
     assert first[2] == second[2]
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_deterministic_turns_on_op_determinism_and_runs_the_step_without_xla(flag, tmp_path, monkeypatch, capsys):
+    import kmlm.pretraining.job
+    import kmlm.training
+    from kmlm.cli.main import main
+
+    enabled, given = [], []
+    monkeypatch.setattr(kmlm.training, "enable_determinism", lambda: enabled.append(True))
+
+    def pretrain(out, settings, verbose):
+        given.append(settings)
+        return {"masked_accuracy": 0.5, "loss": 1.0, "perplexity": 2.7, "masked_tokens": 10}
+
+    monkeypatch.setattr(kmlm.pretraining.job, "pretrain", pretrain)
+    corpus = write_corpus(tmp_path / "corpus.txt", ENGLISH)
+    command = ["pretrain", "--corpus", corpus, "--out", str(tmp_path / "run"), "--steps", "10", "--quiet"]
+    assert main(command + (["--deterministic"] if flag else [])) == 0
+    assert enabled == ([True] if flag else [])
+    assert len(given) == 1 and given[0].jit_compile is (not flag)  # Keras runs no XLA step under op determinism
