@@ -111,6 +111,7 @@ EXAMPLES = {
         ),
         writes=("vectors.txt", "projector/vectors.tsv", "projector/metadata.tsv", "pca.png"),
     ),
+    "FastText: `kmlm fasttext`": Run(writes=("vectors/tiny/model.bin", "vectors/tiny/vectors.vec")),
 }
 
 with open(README, encoding="utf-8") as readme:
