@@ -84,12 +84,12 @@ def test_span_masking_takes_whole_jieba_words_too(chinese):
 
 
 def test_english_masks_are_identical_with_and_without_the_segmenter(python_docs, vocabulary):
-    documents = tf.data.Dataset.from_tensor_slices(python_docs[:400])
+    documents = tf.data.Dataset.from_tensor_slices(python_docs[:200])
 
     def batches(segmenter):
         masking = MaskingConfig(strategy="whole_word", rate=0.3, seed=3, segmenter=segmenter)
         dataset = mlm_dataset(documents, vocabulary, seq_len=128, batch_size=16, masking=masking, shuffle_buffer=64)
-        return list(dataset.take(4).as_numpy_iterator())
+        return list(dataset.take(3).as_numpy_iterator())
 
     with_segmenter, without = batches("jieba"), batches(None)
     for (x1, y1, w1), (x2, y2, w2) in zip(with_segmenter, without):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kmlm.wordvec.word2vec import Word2VecSettings, train_word2vec
+from kmlm.wordvec.word2vec import Word2VecSettings, corpus_vocabulary
 from kmlm.wordvec.words import build_vocabulary, count_words, known_word_ids, split_words, word_id_table
 
 TEXTS = ["The cat sat on the mat.", "A dog; the cat!", "cat", ""]
@@ -64,11 +64,14 @@ def test_chinese_word_vectors_are_vectors_of_multi_character_words():
     reference = jieba.Tokenizer()
     expected = collections.Counter(w for text in CHINESE * 3 for w in reference.lcut(text) if HAN.fullmatch(w))
     assert counts == dict(expected)
-    settings = Word2VecSettings(dim=8, min_count=3, epochs=1, batch_size=256, table_size=1000, segmenter="jieba")
-    vectors = train_word2vec(documents, settings).vectors
-    multi = [w for w in vectors.words if len(w) > 1]
-    assert {"学习", "计算机", "公司"} <= set(multi) and len(multi) > len(vectors.words) / 2
-    assert set(vectors.words) == {w for w, n in expected.items() if n >= 3}
+    settings = Word2VecSettings(min_count=3, segmenter="jieba")
+    vocabulary, _ = corpus_vocabulary(documents, settings)  # what word2vec and fastText train on
+    multi = [w for w in vocabulary if len(w) > 1]
+    assert {"学习", "计算机", "公司"} <= set(multi) and len(multi) > len(vocabulary) / 2
+    assert set(vocabulary) == {w for w, n in expected.items() if n >= 3}
+    ids, rows = known_word_ids(tf.constant(CHINESE[:5]), word_id_table(vocabulary), "jieba")
+    assert ids.numpy().tolist() == [vocabulary.index(w) for text in CHINESE[:5] for w in reference.lcut(text)
+                                    if w in vocabulary]
     without = count_words(documents)
     assert all(len(w) == 1 for w in without if HAN.fullmatch(w))  # characters without the segmenter
     with pytest.raises(ValueError, match=r"^unknown segmenter 'thulac'; use one of jieba \(or none: no segmentation\)$"):
