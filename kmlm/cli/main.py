@@ -28,10 +28,11 @@ COMMAND_ORDER = (
     (tasks, ("finetune", "predict", "embed")),
     (interop, ("convert",)),
     (inference, ("score", "generate", "attention")),
+    (pretraining, ("distill",)),
 )
 
 # Commands that write a directory `--out`: two at once on one directory would mix their files.
-WRITING_COMMANDS = ("pretrain", "finetune", "word2vec", "glove", "fasttext")
+WRITING_COMMANDS = ("pretrain", "finetune", "word2vec", "glove", "fasttext", "distill")
 
 # Errors of bad input, reported as their message alone; anything else also names its type.
 INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,

@@ -1,5 +1,5 @@
-"""`kmlm vocab`, `kmlm pretrain` and `kmlm evaluate`: learn a vocabulary, pretrain a masked
-language model into a run directory, and evaluate a run.
+"""`kmlm vocab`, `kmlm pretrain`, `kmlm evaluate` and `kmlm distill`: learn a vocabulary, pretrain a
+masked language model into a run directory, evaluate a run, and distil one into a smaller one.
 
 TensorFlow-heavy modules are imported inside the command functions, so `kmlm --help` stays fast.
 """
@@ -36,7 +36,7 @@ MODEL_SIZE_OVERRIDES = (("--num-layers", "encoder blocks"), ("--hidden-dim", "hi
 
 
 def add_commands(commands, names=None):
-    """Adds the subcommands vocab, pretrain and evaluate (or only those in `names`) to `commands`."""
+    """Adds the subcommands vocab, pretrain, evaluate and distill (or only those in `names`) to `commands`."""
     add_subcommands(commands, COMMANDS, names)
 
 
@@ -86,8 +86,8 @@ def _add_model_size_options(parser):
                              f"as in BERT (default {'pre' if PRETRAINING_MODEL['norm_first'] else 'post'})")
 
 
-def _add_row_and_masking_options(parser):
-    """Steps, the [B, S] shape of a batch, and what is masked."""
+def _add_length_options(parser):
+    """--steps or --time-budget: how long a run trains."""
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--steps", type=positive_int, default=None,
                         help="training steps (default 1000; rounded up to whole epochs)")
@@ -96,6 +96,11 @@ def _add_row_and_masking_options(parser):
                              "learning-rate schedule follows the time and ends at 0 when it is spent (start-up, "
                              "vocabulary and final evaluation are outside it); a re-run resumes with the time "
                              "already spent")
+
+
+def _add_row_and_masking_options(parser):
+    """Steps, the [B, S] shape of a batch, and what is masked."""
+    _add_length_options(parser)
     parser.add_argument("--seq-len", type=positive_int, default=SEQ_LEN, help="tokens per row S")
     parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help="rows per batch B")
     parser.add_argument("--masking", choices=("token", "whole_word", "span"), default="token",
@@ -183,6 +188,36 @@ def add_evaluate_command(commands):
     ev.set_defaults(run=_evaluate)
 
 
+def add_distill_command(commands):
+    """Adds `kmlm distill`."""
+    dis = add_command(commands, "distill", help="distil a pretrained run into a smaller student",
+                      description="Train a smaller student on a pretrained teacher's masked-LM distributions: at "
+                                  "every masked slot, alpha x T^2 x KL(teacher/T || student/T) plus (1 - alpha) x "
+                                  "the cross-entropy of the true token. The student reads the teacher's corpus, "
+                                  "vocabulary, rows and masking (the pipeline of `kmlm pretrain`) and is written as "
+                                  "an ordinary run directory. Re-running the same command after a kill resumes.")
+    dis.add_argument("teacher", metavar="TEACHER_RUN", help="the teacher: " + RUN_DIR_HELP)
+    dis.add_argument("--corpus", default=None,
+                     help="text to distil on: a file, directory or glob of UTF-8 text, tfds:NAME[...] or "
+                          "builtin:python-docs (default: the teacher's corpus, whose held-out split stays held out)")
+    _add_model_size_options(dis)
+    dis.set_defaults(preset="tiny")
+    dis.add_argument("--temperature", type=float, default=2.0,
+                     help="temperature T of the teacher's and student's distributions, > 0 (default 2)")
+    dis.add_argument("--alpha", type=float, default=0.5,
+                     help="weight of the teacher's soft targets in [0, 1]; 1 - alpha weighs the true tokens "
+                          "(default 0.5)")
+    _add_length_options(dis)
+    dis.add_argument("--seq-len", type=positive_int, default=None, help="tokens per row S (default: the teacher's)")
+    dis.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help="rows per batch B")
+    _add_optimisation_options(dis)
+    _add_evaluation_options(dis)
+    dis.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    dis.add_argument("--out", required=True, help="run directory of the student to write")
+    add_quiet_option(dis)
+    dis.set_defaults(run=_distill)
+
+
 def _vocab(args):
     """Runs `kmlm vocab`."""
     from kmlm.pipelines import CorpusStats, learn_vocabulary, load_documents, save_vocabulary
@@ -266,8 +301,38 @@ def _evaluate(args):
         )
 
 
+def _distill(args):
+    """Runs `kmlm distill`."""
+    from kmlm.pretraining.distill import DistillSettings, distill
+    from kmlm.pretraining.job import remove_run
+    from kmlm.run_directory import MODEL_FILE
+    from kmlm.training import enable_determinism
+
+    settings = DistillSettings.from_teacher(
+        args.teacher, corpus=args.corpus, preset=args.preset, steps=args.steps, time_budget=args.time_budget,
+        seq_len=args.seq_len, batch_size=args.batch_size, temperature=args.temperature, alpha=args.alpha,
+        learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, warmup=args.warmup,
+        lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, precision=args.precision,
+        jit_compile=not (args.no_jit or args.deterministic), seed=args.seed, eval_batches=args.eval_batches,
+        log_points=args.log_points, model_overrides=model_overrides(args),
+    )
+    settings.validate()
+    if args.deterministic:
+        enable_determinism()
+    if args.overwrite and os.path.isfile(os.path.join(args.out, MODEL_FILE)):
+        remove_run(args.out)
+    start = time.time()
+    metrics = distill(args.out, settings, verbose=0 if args.quiet else "auto")
+    print(
+        f"student held-out masked accuracy {metrics['masked_accuracy']:.4f}, loss {metrics['loss']:.4f}, "
+        f"perplexity {metrics['perplexity']:.2f} ({metrics['masked_tokens']} masked tokens); "
+        f"{(time.time() - start) / 60:.1f} min; run directory {args.out}"
+    )
+
+
 # Subcommand name -> the function that adds it, in the group's order.
-COMMANDS = {"vocab": add_vocab_command, "pretrain": add_pretrain_command, "evaluate": add_evaluate_command}
+COMMANDS = {"vocab": add_vocab_command, "pretrain": add_pretrain_command, "evaluate": add_evaluate_command,
+            "distill": add_distill_command}
 
 
 def model_overrides(args):

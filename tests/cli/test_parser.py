@@ -16,9 +16,9 @@ from kmlm.cli.main import build_parser, main, one_line
 
 # The order of `kmlm --help` (and of "choose from ..." in the error for an unknown command).
 COMMANDS = ("vocab", "pretrain", "evaluate", "fill-mask", "export", "word2vec", "glove", "vectors", "fasttext",
-            "finetune", "predict", "embed", "convert", "score", "generate", "attention")
+            "finetune", "predict", "embed", "convert", "score", "generate", "attention", "distill")
 GROUPS = {
-    pretraining: ("vocab", "pretrain", "evaluate"),
+    pretraining: ("vocab", "pretrain", "evaluate", "distill"),
     inference: ("fill-mask", "score", "generate", "attention"),
     serving: ("export",),
     wordvec: ("word2vec", "glove", "vectors", "fasttext"),
