@@ -39,6 +39,9 @@ class ModelConfig:
     norm_first: bool = False
     layer_norm_epsilon: float = 1e-12
     initializer_range: float = 0.02
+    # Options of converted families; config.json leaves them out at their defaults.
+    embedding_dim: int | None = None  # token/position table width when it differs from hidden_dim (ALBERT)
+    share_layers: bool = False  # one block's weights for every layer (ALBERT)
 
     def __post_init__(self):
         for name in ("vocabulary_size", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "max_position"):
@@ -54,6 +57,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name}={value} is outside [0, 1)")
+        if self.embedding_dim is not None and (not isinstance(self.embedding_dim, int) or self.embedding_dim < 1):
+            raise ValueError(f"embedding_dim={self.embedding_dim!r} must be a positive integer or None")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
 
@@ -76,7 +81,11 @@ class ModelConfig:
         return cls(**values)
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        for name, default in (("embedding_dim", None), ("share_layers", False)):
+            if values[name] == default:  # config.json of a BERT-shaped model reads as before
+                del values[name]
+        return values
 
     def to_json(self):
         return json.dumps(self.to_dict(), indent=2)

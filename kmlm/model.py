@@ -22,10 +22,29 @@ def model_inputs(names=ENCODER_INPUTS, prefix=""):
     return {prefix + name: keras.Input(shape=(None,), dtype="int32", name=prefix + name) for name in names}
 
 
+def _encoder_block(config, name):
+    return EncoderBlock(
+        config.num_heads,
+        config.intermediate_dim,
+        dropout=config.dropout,
+        attention_dropout=config.attention_dropout,
+        activation=config.activation,
+        gated_ffn=config.gated_ffn,
+        norm_first=config.norm_first,
+        layer_norm_epsilon=config.layer_norm_epsilon,
+        initializer_range=config.initializer_range,
+        name=name,
+    )
+
+
 @keras.saving.register_keras_serializable(package="kmlm")
 class Encoder(keras.Model):
     """Functional BERT-style encoder: inputs `token_ids`, `segment_ids`, `document_ids`
     [B, S] int32; output the sequence of hidden states [B, S, H].
+
+    Options of `ModelConfig` beyond BERT: `embedding_dim` (narrower embedding tables
+    projected to H, as ALBERT), `share_layers` (one block's weights for every layer, as
+    ALBERT), `norm_first` (pre-LN blocks and a final LayerNorm), `gated_ffn`.
 
     Example:
     >>> encoder = Encoder(ModelConfig.from_preset("tiny", vocabulary_size=100))
@@ -44,22 +63,14 @@ class Encoder(keras.Model):
             dropout=config.dropout,
             layer_norm_epsilon=config.layer_norm_epsilon,
             initializer_range=config.initializer_range,
+            embedding_dim=config.embedding_dim,
             name="embedding",
         )
         x = embedding(inputs["token_ids"], inputs["segment_ids"])
+        # With share_layers (ALBERT) one block, "block_0", runs num_layers times.
+        blocks = [_encoder_block(config, f"block_{i}") for i in range(1 if config.share_layers else config.num_layers)]
         for i in range(config.num_layers):
-            x = EncoderBlock(
-                config.num_heads,
-                config.intermediate_dim,
-                dropout=config.dropout,
-                attention_dropout=config.attention_dropout,
-                activation=config.activation,
-                gated_ffn=config.gated_ffn,
-                norm_first=config.norm_first,
-                layer_norm_epsilon=config.layer_norm_epsilon,
-                initializer_range=config.initializer_range,
-                name=f"block_{i}",
-            )(x, inputs["document_ids"])
+            x = blocks[i % len(blocks)](x, inputs["document_ids"])
         if config.norm_first:
             x = keras.layers.LayerNormalization(
                 epsilon=config.layer_norm_epsilon, dtype="float32", name="final_norm"
@@ -68,6 +79,11 @@ class Encoder(keras.Model):
         super().__init__(inputs=inputs, outputs=x, **kwargs)
         self.config = config
         self.embedding = embedding
+        self.blocks = blocks
+
+    def block(self, i):
+        """The `EncoderBlock` that layer `i` runs (the one shared block with `share_layers`)."""
+        return self.blocks[i % len(self.blocks)]
 
     def encode_with_attention(self, inputs, token_vectors=None):
         """The sequence output and every block's attention probabilities, from the same
@@ -95,7 +111,7 @@ class Encoder(keras.Model):
         x = self.embedding.from_token_vectors(token_vectors, inputs["segment_ids"], training=False)
         attention = []
         for i in range(self.config.num_layers):
-            x, probabilities = self.get_layer(f"block_{i}")(
+            x, probabilities = self.block(i)(
                 x, inputs["document_ids"], training=False, return_attention_scores=True)
             attention.append(probabilities)
         if self.config.norm_first:

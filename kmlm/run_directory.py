@@ -11,6 +11,8 @@ RUN_DIR/logs/           TensorBoard logs
 RUN_DIR/curves.png      loss / accuracy curves
 RUN_DIR/pooler.safetensors  [CLS] pooler and next-sentence/sentence-order classifier, when the
                         run has them (converted checkpoints, `--objective mlm+nsp|mlm+sop`)
+RUN_DIR/merges.txt      byte-level BPE merges of a converted RoBERTa (config.json "tokenizer")
+RUN_DIR/sentencepiece.model  SentencePiece model of a converted ALBERT (config.json "tokenizer")
 ```
 
 config.json is one `RunConfig`: every writer builds one and every reader gets one from
@@ -30,6 +32,7 @@ from kmlm.files import read_json, replace_atomically, write_text_atomically
 from kmlm.model import MaskedLMModel  # noqa: F401  (registers the classes load_model needs)
 from kmlm.training import GlobalClipAdamW  # noqa: F401  (registers the optimizer, for compile=True)
 from kmlm.pipelines import load_vocabulary, max_predictions_for
+from kmlm.pipelines.tokenizer import TokenizerFiles, register_tokenizer
 
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.txt"
@@ -40,6 +43,8 @@ METRICS_FILE = "metrics.csv"
 LOG_DIR = "logs"
 CURVES_FILE = "curves.png"
 POOLER_FILE = "pooler.safetensors"
+# The files of each tokenizer kind besides vocab.txt.
+TOKENIZER_FILES = {"byte_bpe": "merges.txt", "sentencepiece": "sentencepiece.model"}
 
 
 def _check_keys(values, record, section, source):
@@ -128,6 +133,37 @@ class Heads:
 
 
 @dataclasses.dataclass
+class TokenizerRecord:
+    """A tokenizer other than WordPiece: the "tokenizer" section of config.json, written by
+    `kmlm convert` for RoBERTa (byte_bpe, with merges.txt) and ALBERT (sentencepiece, with
+    sentencepiece.model). A run without one tokenizes with WordPiece over vocab.txt.
+
+    `special_tokens` maps kmlm's names of the specials in vocab.txt to the checkpoint's own
+    ("[CLS]": "<s>"), so an export can give them back.
+
+    Example:
+    >>> TokenizerRecord.from_dict({"kind": "byte_bpe"}).special_tokens
+    {}
+    """
+
+    kind: str
+    strip_accents: bool = False
+    special_tokens: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values, source="the run config"):
+        """Reads a "tokenizer" section; an unknown key or kind is refused (ValueError naming it)."""
+        _check_keys(values, cls, "tokenizer", source)
+        if values.get("kind") not in TOKENIZER_FILES:
+            raise ValueError(f"{source} has an unknown tokenizer kind {values.get('kind')!r}; valid: "
+                             f"{sorted(TOKENIZER_FILES)}")
+        return cls(**values)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
 class RunConfig:
     """A run's config.json: model, data, training record, heads and provenance.
 
@@ -154,6 +190,7 @@ class RunConfig:
     heads: Heads | None = None
     converted_from: dict | None = None
     kmlm_version: str | None = __version__
+    tokenizer: TokenizerRecord | None = None
 
     @property
     def has_masked_lm_head(self):
@@ -180,6 +217,7 @@ class RunConfig:
             heads=None if heads is None else Heads.from_dict(heads, source),
             converted_from=values.get("converted_from"),
             kmlm_version=values.get("kmlm_version"),
+            tokenizer=None if values.get("tokenizer") is None else TokenizerRecord.from_dict(values["tokenizer"], source),
         )
 
     def to_dict(self):
@@ -190,6 +228,8 @@ class RunConfig:
             values["converted_from"] = self.converted_from
         if self.kmlm_version is not None:
             values["kmlm_version"] = self.kmlm_version
+        if self.tokenizer is not None:
+            values["tokenizer"] = self.tokenizer.to_dict()
         return values
 
     def differences(self, other):
@@ -339,8 +379,27 @@ def load_run(path, compile=False):
             f"{os.path.join(path, VOCAB_FILE)!r} has {len(vocabulary)} tokens but the run's model has "
             f"vocabulary_size={model_config.vocabulary_size}; restore the vocab.txt that the run was trained with"
         )
+    if config.tokenizer is not None:
+        register_tokenizer(vocabulary, read_tokenizer_files(path, config))
     model = load_model_safely(model_path, compile=compile)
     return Run(path=path, config=config, vocabulary=vocabulary, model=model)
+
+
+def read_tokenizer_files(path, config):
+    """The `TokenizerFiles` of the run directory `path` whose config.json names a tokenizer."""
+    record = config.tokenizer
+    target = os.path.join(path, TOKENIZER_FILES[record.kind])
+    if not os.path.isfile(target):
+        raise ValueError(f"{path!r} has no {TOKENIZER_FILES[record.kind]}, which its {record.kind} tokenizer needs; "
+                         "convert the checkpoint again")
+    if record.kind == "byte_bpe":
+        with open(target, encoding="utf-8") as f:
+            merges = tuple(line.rstrip("\r\n") for line in f if line.strip() and not line.startswith("#version"))
+        return TokenizerFiles(kind="byte_bpe", merges=merges)
+    with open(target, "rb") as f:
+        model = f.read()
+    return TokenizerFiles(kind="sentencepiece", model=model, lowercase=config.data.lowercase,
+                          strip_accents=record.strip_accents)
 
 
 def load_model_safely(model_path, compile=False):

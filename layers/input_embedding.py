@@ -1,9 +1,10 @@
-"""Token + position + segment embedding."""
+"""Token + position + segment embedding, with an optional projection to the hidden width."""
 
 import keras
 from keras import ops
 
 from kmlm.layers.hash_dropout import HashDropout
+from kmlm.layers.projection import project
 
 
 @keras.saving.register_keras_serializable(package="kmlm")
@@ -11,7 +12,10 @@ class InputEmbedding(keras.layers.Layer):
     """Sums token, learned position and segment embeddings, then LayerNorm and dropout.
 
     The token table is exposed as `token_embeddings` so that an output projection
-    (`MaskedLMHead`) can be tied to it.
+    (`MaskedLMHead`) can be tied to it. With `embedding_dim` smaller than `hidden_dim`
+    (ALBERT's factorized embedding, ELECTRA's small models) the tables are `embedding_dim`
+    wide and a dense projection (`projection_kernel`, `projection_bias`) maps the
+    normalized sum to `hidden_dim` after dropout.
 
     Args:
         vocabulary_size: number of token ids.
@@ -21,6 +25,7 @@ class InputEmbedding(keras.layers.Layer):
         dropout: dropout rate applied after the LayerNorm.
         layer_norm_epsilon: LayerNorm epsilon.
         initializer_range: stddev of the truncated-normal initializer.
+        embedding_dim: width of the tables; None (or `hidden_dim`) for no projection.
 
     Call arguments:
         token_ids: int tensor [B, S].
@@ -34,6 +39,9 @@ class InputEmbedding(keras.layers.Layer):
     >>> layer = InputEmbedding(vocabulary_size=100, hidden_dim=16, max_position=32)
     >>> tuple(layer(ops.ones((2, 8), "int32")).shape)
     (2, 8, 16)
+    >>> factorized = InputEmbedding(vocabulary_size=100, hidden_dim=16, max_position=32, embedding_dim=4)
+    >>> tuple(factorized(ops.ones((2, 8), "int32")).shape), tuple(factorized.token_embeddings.shape)
+    ((2, 8, 16), (100, 4))
     """
 
     def __init__(
@@ -45,6 +53,7 @@ class InputEmbedding(keras.layers.Layer):
         dropout=0.1,
         layer_norm_epsilon=1e-12,
         initializer_range=0.02,
+        embedding_dim=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -55,44 +64,55 @@ class InputEmbedding(keras.layers.Layer):
         self.dropout = float(dropout)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.initializer_range = float(initializer_range)
+        self.embedding_dim = self.hidden_dim if embedding_dim is None else int(embedding_dim)
 
     def build(self, token_ids_shape, segment_ids_shape=None):
         init = keras.initializers.TruncatedNormal(stddev=self.initializer_range)
         self.token_embeddings = self.add_weight(
-            name="token_embeddings", shape=(self.vocabulary_size, self.hidden_dim), initializer=init
+            name="token_embeddings", shape=(self.vocabulary_size, self.embedding_dim), initializer=init
         )
         self.position_embeddings = self.add_weight(
-            name="position_embeddings", shape=(self.max_position, self.hidden_dim), initializer=init
+            name="position_embeddings", shape=(self.max_position, self.embedding_dim), initializer=init
         )
         self.segment_embeddings = None
         if self.num_segments > 0:
             self.segment_embeddings = self.add_weight(
-                name="segment_embeddings", shape=(self.num_segments, self.hidden_dim), initializer=init
+                name="segment_embeddings", shape=(self.num_segments, self.embedding_dim), initializer=init
             )
         # LayerNorm statistics stay float32 under mixed precision.
         self.norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, dtype="float32", name="norm")
-        self.norm.build((None, None, self.hidden_dim))
+        self.norm.build((None, None, self.embedding_dim))
         self.dropout_layer = HashDropout(self.dropout, dtype=self.dtype_policy, name="dropout")
+        self.projection_kernel = self.projection_bias = None
+        if self.embedding_dim != self.hidden_dim:  # created last: files of unprojected layers keep their order
+            self.projection_kernel = self.add_weight(
+                name="projection_kernel", shape=(self.embedding_dim, self.hidden_dim), initializer=init
+            )
+            self.projection_bias = self.add_weight(name="projection_bias", shape=(self.hidden_dim,), initializer="zeros")
         self.built = True
 
     def call(self, token_ids, segment_ids=None, training=None):
         return self.from_token_vectors(self.token_vectors(token_ids), segment_ids, training=training)
 
     def token_vectors(self, token_ids):
-        """The rows of the token table for `token_ids` [B, S]: [B, S, hidden_dim]."""
+        """The rows of the token table for `token_ids` [B, S]: [B, S, embedding_dim]."""
         return ops.take(ops.cast(self.token_embeddings, self.compute_dtype), token_ids, axis=0)
 
     def from_token_vectors(self, token_vectors, segment_ids=None, training=None):
-        """The layer's output for given token vectors [B, S, hidden_dim] instead of ids: adds
-        the position and segment embeddings, then LayerNorm and dropout. Attribution methods
-        (integrated gradients) move the inputs along a path in this space."""
+        """The layer's output for given token vectors [B, S, embedding_dim] instead of ids: adds
+        the position and segment embeddings, then LayerNorm, dropout and the projection to
+        `hidden_dim` if any. Attribution methods (integrated gradients) move the inputs along a
+        path in this space."""
         seq_len = ops.shape(token_vectors)[1]
         x = ops.cast(token_vectors, self.compute_dtype)
         x = x + ops.expand_dims(ops.cast(self.position_embeddings, self.compute_dtype)[:seq_len], 0)
         if self.segment_embeddings is not None and segment_ids is not None:
             x = x + ops.take(ops.cast(self.segment_embeddings, self.compute_dtype), segment_ids, axis=0)
         x = ops.cast(self.norm(x), self.compute_dtype)
-        return self.dropout_layer(x, training=training)
+        x = self.dropout_layer(x, training=training)
+        if self.projection_kernel is not None:
+            x = project(x, self.projection_kernel, self.projection_bias)
+        return x
 
     def compute_output_shape(self, token_ids_shape, segment_ids_shape=None):
         return tuple(token_ids_shape) + (self.hidden_dim,)
@@ -107,5 +127,6 @@ class InputEmbedding(keras.layers.Layer):
             dropout=self.dropout,
             layer_norm_epsilon=self.layer_norm_epsilon,
             initializer_range=self.initializer_range,
+            embedding_dim=self.embedding_dim,
         )
         return config

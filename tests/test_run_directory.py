@@ -129,7 +129,7 @@ def test_missing_keys_take_the_defaults_readers_always_assumed():
      "'x/config.json' has unknown heads settings ['classifier']; valid: ['masked_lm', 'next_sentence', 'pooler']"),
     ({"model": TINY_MODEL, "optimizer": {}},
      "'x/config.json' has unknown top-level settings ['optimizer']; valid: ['converted_from', 'data', 'heads', "
-     "'kmlm_version', 'model', 'training']"),
+     "'kmlm_version', 'model', 'tokenizer', 'training']"),
     ({"data": {}}, "'x/config.json' has no \"model\" section; it was not written by kmlm"),
     ([1, 2], "'x/config.json' has no \"model\" section; it was not written by kmlm"),
     ({"model": TINY_MODEL, "training": [1]}, "'x/config.json' has a training section that is not an object: [1]"),

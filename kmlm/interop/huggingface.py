@@ -29,6 +29,7 @@ from kmlm import run_directory as rd
 from kmlm.config import ModelConfig
 from kmlm.files import read_json, replace_atomically
 from kmlm.interop.huggingface_layouts import LAYOUTS, encoder_tensors, masked_lm_head_tensors
+from kmlm.interop.huggingface_tokenizers import read_tokenizer
 
 # Hugging Face `hidden_act` values and the kmlm activation computing the same function.
 ACTIVATION_NAMES = {
@@ -76,40 +77,60 @@ def read_hf_config(hf_dir):
     for key, supported in checks:
         value = config.get(key, supported)
         if value != supported:
-            raise ValueError(f"unsupported BERT config: {key}={value!r}; kmlm supports only {key}={supported!r}")
-    activation = config.get("hidden_act", "gelu")
+            raise ValueError(f"unsupported {model_type} config: {key}={value!r}; kmlm supports only "
+                             f"{key}={supported!r}")
+    layout = LAYOUTS[model_type]
+    activation_key = layout.config_name("activation")
+    activation = config.get(activation_key, "gelu")
     if activation not in ACTIVATION_NAMES:
         raise ValueError(
-            f"unsupported BERT config: hidden_act={activation!r}; supported: {', '.join(sorted(ACTIVATION_NAMES))}"
+            f"unsupported {model_type} config: {activation_key}={activation!r}; supported: "
+            f"{', '.join(sorted(ACTIVATION_NAMES))}"
         )
+    for key in ("num_hidden_groups", "inner_group_num"):  # ALBERT: one group of one shared layer
+        if int(config.get(key, 1)) != 1:
+            raise ValueError(f"unsupported {model_type} config: {key}={config[key]}; kmlm shares one layer across "
+                             f"all layers, as every released ALBERT does ({key}=1)")
+    if config.get("sinusoidal_pos_embds"):
+        raise ValueError(f"unsupported {model_type} config: sinusoidal_pos_embds=True; kmlm converts learned "
+                         "position embeddings only")
     if LAYOUTS[model_type].pads_positions and "pad_token_id" not in config:
         raise ValueError(f"config.json of a {model_type} checkpoint lacks pad_token_id, which numbers its positions")
     return config
 
 
 def model_config_from_hf(config):
-    """The `ModelConfig` equivalent to a Hugging Face BERT (or roberta-prelayernorm) config dict."""
+    """The `ModelConfig` equivalent to a Hugging Face config dict of a supported family."""
     layout = LAYOUTS[config.get("model_type", "bert")]
-    try:
-        return ModelConfig(
-            vocabulary_size=int(config["vocab_size"]),
-            hidden_dim=int(config["hidden_size"]),
-            num_layers=int(config["num_hidden_layers"]),
-            num_heads=int(config["num_attention_heads"]),
-            intermediate_dim=int(config["intermediate_size"]),
-            # The pre-LN layout's first rows serve padding; kmlm's positions start after them.
-            max_position=int(config.get("max_position_embeddings", 512))
-            - layout.position_offset(config.get("pad_token_id", 0)),
-            num_segments=int(config.get("type_vocab_size", 2)),
-            dropout=float(config.get("hidden_dropout_prob", 0.1)),
-            attention_dropout=float(config.get("attention_probs_dropout_prob", 0.1)),
-            activation=ACTIVATION_NAMES[config.get("hidden_act", "gelu")],
-            norm_first=layout.norm_first,
-            layer_norm_epsilon=float(config.get("layer_norm_eps", 1e-12)),
-            initializer_range=float(config.get("initializer_range", 0.02)),
-        )
-    except KeyError as error:
-        raise ValueError(f"config.json lacks {error.args[0]!r}, which every BERT config has") from None
+
+    def value(field, default=None):
+        key = layout.config_name(field)
+        if key in config:
+            return config[key]
+        if default is None:
+            raise ValueError(f"config.json lacks {key!r}, which every {layout.model_type} config has")
+        return default
+
+    embedding_dim = int(value("embedding_dim", value("hidden_dim")))
+    return ModelConfig(
+        vocabulary_size=int(value("vocabulary_size")),
+        hidden_dim=int(value("hidden_dim")),
+        num_layers=int(value("num_layers")),
+        num_heads=int(value("num_heads")),
+        intermediate_dim=int(value("intermediate_dim")),
+        # Layouts that number positions after the padding id keep their first rows for it;
+        # kmlm's positions start after them.
+        max_position=int(value("max_position", 512)) - layout.position_offset(config.get("pad_token_id", 0)),
+        num_segments=int(value("num_segments", 2)) if layout.segment_embeddings else 0,
+        dropout=float(value("dropout", 0.1)),
+        attention_dropout=float(value("attention_dropout", 0.1)),
+        activation=ACTIVATION_NAMES[value("activation", "gelu")],
+        norm_first=layout.norm_first,
+        layer_norm_epsilon=float(value("layer_norm_epsilon", 1e-12)),
+        initializer_range=float(value("initializer_range", 0.02)),
+        embedding_dim=None if embedding_dim == int(value("hidden_dim")) else embedding_dim,
+        share_layers=layout.shares_blocks,
+    )
 
 
 class _Checkpoint:
@@ -163,10 +184,10 @@ class _Checkpoint:
 def _encoder_prefix(checkpoint, layout):
     """Where the encoder's tensors are: under the head class's prefix ("bert.") or at the top."""
     for prefix in (layout.prefix, ""):
-        if f"{prefix}embeddings.word_embeddings.weight" in checkpoint:
+        if f"{prefix}{layout.embeddings}word_embeddings.weight" in checkpoint:
             return prefix
     raise ValueError(
-        f"the checkpoint has no {layout.model_type} embeddings (embeddings.word_embeddings.weight); "
+        f"the checkpoint has no {layout.model_type} embeddings ({layout.embeddings}word_embeddings.weight); "
         f"it is not a {layout.model_type} model"
     )
 
@@ -191,7 +212,7 @@ def _load(tensors, checkpoint):
 def load_encoder_weights(encoder, checkpoint, prefix, layout=LAYOUTS["bert"], pad_id=0):
     """Copies the embeddings and every block of a checkpoint in `layout` into a kmlm `Encoder`."""
     for i in range(encoder.config.num_layers):
-        name = f"{prefix}encoder.layer.{i}.attention.self.query.weight"
+        name = f"{prefix}{layout.block.format(i=i)}{layout.query_key_value[0]}.weight"
         if name not in checkpoint:
             raise ValueError(
                 f"the checkpoint has no layer {i} ({name}), but config.json says "
@@ -224,21 +245,9 @@ def _sentence_heads(checkpoint, prefix, layout=LAYOUTS["bert"]):
     return heads
 
 
-def _tokenizer_settings(hf_dir):
-    """Lowercasing as the checkpoint's tokenizer does it (BERT uncased unless it says cased)."""
-    lowercase = True
-    path = os.path.join(hf_dir, "tokenizer_config.json")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            tokenizer = json.load(f)
-        lowercase = bool(tokenizer.get("do_lower_case", True))
-        strip_accents = tokenizer.get("strip_accents")
-        if strip_accents is not None and bool(strip_accents) != lowercase:
-            raise ValueError(
-                f"unsupported tokenizer: do_lower_case={lowercase} with strip_accents={strip_accents}; "
-                "kmlm's tokenizer strips accents exactly when it lowercases"
-            )
-    return lowercase
+def _write_bytes(path, content):
+    with open(path, "wb") as f:
+        f.write(content)
 
 
 def convert_checkpoint(hf_dir, out, seq_len=128, verbose=1):
@@ -261,31 +270,25 @@ def convert_checkpoint(hf_dir, out, seq_len=128, verbose=1):
     {'masked_lm': False, 'pooler': True, 'next_sentence': False}
     """
     from kmlm.model import build_mlm_model
-    from kmlm.pipelines import check_vocabulary, load_vocabulary, save_vocabulary, special_ids
+    from kmlm.pipelines import save_vocabulary, special_ids
 
     hf_config = read_hf_config(hf_dir)
     model_config = model_config_from_hf(hf_config)
     if seq_len > model_config.max_position:
         raise ValueError(f"--seq-len {seq_len} exceeds the checkpoint's max_position_embeddings={model_config.max_position}")
     layout = LAYOUTS[hf_config["model_type"]]
-    vocab_path = os.path.join(hf_dir, "vocab.txt")
-    if not os.path.isfile(vocab_path):
-        bpe = " (it has vocab.json: a byte-level BPE tokenizer, which kmlm does not read)" if os.path.isfile(
-            os.path.join(hf_dir, "vocab.json")) else ""
-        raise FileNotFoundError(f"{hf_dir!r} has no vocab.txt{bpe}; kmlm needs the WordPiece vocabulary file")
-    vocabulary = load_vocabulary(vocab_path)
-    check_vocabulary(vocabulary)
+    tokenizer = read_tokenizer(hf_dir, layout.model_type)
+    vocabulary = tokenizer.vocabulary
     if len(vocabulary) != model_config.vocabulary_size:
         raise ValueError(
-            f"vocab.txt has {len(vocabulary)} tokens but config.json says vocab_size={model_config.vocabulary_size}"
+            f"the tokenizer has {len(vocabulary)} tokens but config.json says vocab_size={model_config.vocabulary_size}"
         )
     pad_id = special_ids(vocabulary).pad
     if layout.pads_positions and int(hf_config["pad_token_id"]) != pad_id:
         raise ValueError(
-            f"config.json says pad_token_id={hf_config['pad_token_id']} but [PAD] is id {pad_id} in vocab.txt; "
+            f"config.json says pad_token_id={hf_config['pad_token_id']} but [PAD] is id {pad_id} in the tokenizer; "
             f"a {layout.model_type} checkpoint numbers its positions from the padding id, so they must agree"
         )
-    lowercase = _tokenizer_settings(hf_dir)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise ValueError(f"--out {out!r} already exists and is not empty; choose a new run directory")
     checkpoint = _Checkpoint(hf_dir)
@@ -314,12 +317,15 @@ def convert_checkpoint(hf_dir, out, seq_len=128, verbose=1):
 
     os.makedirs(out, exist_ok=True)
     save_vocabulary(vocabulary, os.path.join(out, rd.VOCAB_FILE))
+    for name, content in tokenizer.files.items():
+        replace_atomically(os.path.join(out, name), lambda tmp, content=content: _write_bytes(tmp, content))
     if sentence_heads:
         rd.save_sentence_heads(out, sentence_heads)
     rd.RunConfig(
         model=model_config,
         # `evaluate` and `export` read these; the converted run learned no vocabulary.
-        data=rd.DataRecord(seq_len=int(seq_len), batch_size=8, lowercase=lowercase),
+        data=rd.DataRecord(seq_len=int(seq_len), batch_size=8, lowercase=tokenizer.lowercase),
+        tokenizer=tokenizer.record,
         heads=rd.Heads(**heads),
         converted_from={
             "path": os.path.abspath(hf_dir),

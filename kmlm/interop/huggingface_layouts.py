@@ -8,6 +8,12 @@ the tensors it names and `kmlm export --format huggingface`
 |---|---|---|
 | post-LN (BERT) | `bert` | `BertForMaskedLM`, `BertForPreTraining`, `BertModel`, `BertForSequenceClassification` |
 | pre-LN | `roberta-prelayernorm` | `RobertaPreLayerNormForMaskedLM`, `...Model`, `...ForSequenceClassification` |
+| post-LN, no segments (import) | `distilbert` | `DistilBertForMaskedLM`, `DistilBertModel` |
+| post-LN, positions after padding (import) | `roberta` | `RobertaForMaskedLM`, `RobertaModel` |
+| factorized embedding, one shared block (import) | `albert` | `AlbertForMaskedLM`, `AlbertForPreTraining`, `AlbertModel` |
+
+The families marked "import" are read by `kmlm convert` only; `kmlm export --format
+huggingface` writes the first two layouts.
 
 The pre-LN layout numbers positions from `pad_token_id + 1` (fairseq's convention, with the
 padding tokens at `pad_token_id`), so kmlm's position row i is its row i + pad_token_id + 1
@@ -43,6 +49,15 @@ class Layout:
         classes: transformers class name per kind ("masked_lm", "pretraining", "base",
             "sequence_classification").
         pads_positions: positions start after `pad_token_id` (`position_offset`).
+        embeddings: the embeddings' prefix (under `prefix`).
+        segment_embeddings: the segment table's name (under `embeddings`), or None.
+        embedding_projection: the Linear from embedding width to hidden width (under
+            `prefix`), or None.
+        block: per-block prefix, formatted with the block index `i`; one name for every
+            block when the layout shares one block's weights across layers.
+        query_key_value, attention_output, ffn_inner, ffn_output: per-block Linear names.
+        config_names: `ModelConfig` field -> config.json key, where the family spells it
+            differently from BERT.
     """
 
     model_type: str
@@ -61,6 +76,24 @@ class Layout:
     next_sentence: str | None
     classes: dict
     pads_positions: bool = False
+    embeddings: str = "embeddings."
+    segment_embeddings: str | None = "token_type_embeddings"
+    embedding_projection: str | None = None
+    block: str = "encoder.layer.{i}."
+    query_key_value: tuple = ("attention.self.query", "attention.self.key", "attention.self.value")
+    attention_output: str = "attention.output.dense"
+    ffn_inner: str = "intermediate.dense"
+    ffn_output: str = "output.dense"
+    config_names: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def shares_blocks(self):
+        """Whether every layer reads the same block weights (ALBERT)."""
+        return "{i}" not in self.block
+
+    def config_name(self, field):
+        """The config.json key of a `ModelConfig` field in this family (BERT's by default)."""
+        return self.config_names.get(field, BERT_CONFIG_NAMES[field])
 
     def position_offset(self, pad_id):
         """The Hugging Face position row of kmlm's position 0.
@@ -71,6 +104,23 @@ class Layout:
         """
         return int(pad_id) + 1 if self.pads_positions else 0
 
+
+# `ModelConfig` field -> BERT's config.json key.
+BERT_CONFIG_NAMES = {
+    "vocabulary_size": "vocab_size",
+    "hidden_dim": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "intermediate_dim": "intermediate_size",
+    "max_position": "max_position_embeddings",
+    "num_segments": "type_vocab_size",
+    "dropout": "hidden_dropout_prob",
+    "attention_dropout": "attention_probs_dropout_prob",
+    "activation": "hidden_act",
+    "layer_norm_epsilon": "layer_norm_eps",
+    "initializer_range": "initializer_range",
+    "embedding_dim": "embedding_size",
+}
 
 LAYOUTS = {
     "bert": Layout(
@@ -109,6 +159,76 @@ LAYOUTS = {
         classes={"masked_lm": "RobertaPreLayerNormForMaskedLM", "base": "RobertaPreLayerNormModel",
                  "sequence_classification": "RobertaPreLayerNormForSequenceClassification"},
         pads_positions=True,
+    ),
+    "distilbert": Layout(
+        model_type="distilbert",
+        prefix="distilbert.",
+        norm_first=False,
+        attention_norm="sa_layer_norm",
+        feed_forward_norm="output_layer_norm",
+        final_norm=None,
+        mlm_transform="vocab_transform",
+        mlm_norm="vocab_layer_norm",
+        mlm_bias="vocab_projector.bias",
+        mlm_decoder="vocab_projector",
+        classifier_pooler="pre_classifier",
+        classifier_output="classifier",
+        sentence_pooler=None,
+        next_sentence=None,
+        classes={"masked_lm": "DistilBertForMaskedLM", "base": "DistilBertModel",
+                 "sequence_classification": "DistilBertForSequenceClassification"},
+        segment_embeddings=None,
+        block="transformer.layer.{i}.",
+        query_key_value=("attention.q_lin", "attention.k_lin", "attention.v_lin"),
+        attention_output="attention.out_lin",
+        ffn_inner="ffn.lin1",
+        ffn_output="ffn.lin2",
+        config_names={"hidden_dim": "dim", "num_layers": "n_layers", "num_heads": "n_heads",
+                      "intermediate_dim": "hidden_dim", "dropout": "dropout", "attention_dropout": "attention_dropout",
+                      "activation": "activation"},
+    ),
+    "roberta": Layout(
+        model_type="roberta",
+        prefix="roberta.",
+        norm_first=False,
+        attention_norm="attention.output.LayerNorm",
+        feed_forward_norm="output.LayerNorm",
+        final_norm=None,
+        mlm_transform="lm_head.dense",
+        mlm_norm="lm_head.layer_norm",
+        mlm_bias="lm_head.bias",
+        mlm_decoder="lm_head.decoder",
+        classifier_pooler="classifier.dense",
+        classifier_output="classifier.out_proj",
+        sentence_pooler="pooler.dense",
+        next_sentence=None,
+        classes={"masked_lm": "RobertaForMaskedLM", "base": "RobertaModel",
+                 "sequence_classification": "RobertaForSequenceClassification"},
+        pads_positions=True,
+    ),
+    "albert": Layout(
+        model_type="albert",
+        prefix="albert.",
+        norm_first=False,
+        attention_norm="attention.LayerNorm",
+        feed_forward_norm="full_layer_layer_norm",
+        final_norm=None,
+        mlm_transform="predictions.dense",
+        mlm_norm="predictions.LayerNorm",
+        mlm_bias="predictions.bias",
+        mlm_decoder="predictions.decoder",
+        classifier_pooler="albert.pooler",
+        classifier_output="classifier",
+        sentence_pooler="pooler",
+        next_sentence="sop_classifier.classifier",
+        classes={"masked_lm": "AlbertForMaskedLM", "pretraining": "AlbertForPreTraining", "base": "AlbertModel",
+                 "sequence_classification": "AlbertForSequenceClassification"},
+        embedding_projection="encoder.embedding_hidden_mapping_in",
+        block="encoder.albert_layer_groups.0.albert_layers.0.",
+        query_key_value=("attention.query", "attention.key", "attention.value"),
+        attention_output="attention.dense",
+        ffn_inner="ffn",
+        ffn_output="ffn_output",
     ),
 }
 
@@ -165,17 +285,20 @@ def encoder_tensors(encoder, layout, prefix, pad_id=0):
     """Every tensor of a kmlm `Encoder` in `layout`, its names under `prefix` ("" or
     `layout.prefix`): embeddings, each block, and the final LayerNorm of a pre-LN encoder."""
     embedding = encoder.embedding
-    p = f"{prefix}embeddings."
+    p = prefix + layout.embeddings
     tensors = [
         Tensor((p + "word_embeddings.weight",), embedding.token_embeddings),
         Tensor((p + "position_embeddings.weight",), embedding.position_embeddings,
                row_offset=layout.position_offset(pad_id)),
     ]
     if embedding.segment_embeddings is not None:
-        tensors.append(Tensor((p + "token_type_embeddings.weight",), embedding.segment_embeddings))
+        tensors.append(Tensor((f"{p}{layout.segment_embeddings}.weight",), embedding.segment_embeddings))
     tensors += layer_norm_tensors(embedding.norm, p + "LayerNorm")
-    for i in range(encoder.config.num_layers):
-        tensors += block_tensors(encoder.get_layer(f"block_{i}"), layout, f"{prefix}encoder.layer.{i}.")
+    if embedding.projection_kernel is not None:
+        tensors += dense_tensors(embedding.projection_kernel, embedding.projection_bias,
+                                 prefix + layout.embedding_projection)
+    for i, block in enumerate(encoder.blocks):
+        tensors += block_tensors(block, layout, prefix + layout.block.format(i=i))
     if layout.final_norm:
         tensors += layer_norm_tensors(encoder.get_layer("final_norm"), prefix + layout.final_norm)
     return tensors
@@ -184,14 +307,14 @@ def encoder_tensors(encoder, layout, prefix, pad_id=0):
 def block_tensors(block, layout, p):
     """The tensors of one `EncoderBlock`, named under `p` ("bert.encoder.layer.0.")."""
     attention, ffn = block.attention, block.feed_forward
-    qkv = [f"{p}attention.self.{part}" for part in ("query", "key", "value")]
+    qkv = [p + name for name in layout.query_key_value]
     return [
         Tensor(tuple(f"{name}.weight" for name in qkv), attention.qkv_kernel, transposed=True),
         Tensor(tuple(f"{name}.bias" for name in qkv), attention.qkv_bias),
-        *dense_tensors(attention.output_kernel, attention.output_bias, p + "attention.output.dense"),
+        *dense_tensors(attention.output_kernel, attention.output_bias, p + layout.attention_output),
         *layer_norm_tensors(block.attention_norm, p + layout.attention_norm),
-        *dense_tensors(ffn.inner_kernel, ffn.inner_bias, p + "intermediate.dense"),
-        *dense_tensors(ffn.output_kernel, ffn.output_bias, p + "output.dense"),
+        *dense_tensors(ffn.inner_kernel, ffn.inner_bias, p + layout.ffn_inner),
+        *dense_tensors(ffn.output_kernel, ffn.output_bias, p + layout.ffn_output),
         *layer_norm_tensors(block.feed_forward_norm, p + layout.feed_forward_norm),
     ]
 

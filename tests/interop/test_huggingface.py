@@ -114,7 +114,7 @@ def _write_config(path, **changes):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"model_type": "roberta"}, "unsupported architecture: model_type='roberta'"),
+        ({"model_type": "xlnet"}, "unsupported architecture: model_type='xlnet'"),
         ({"position_embedding_type": "relative_key"}, "position_embedding_type='relative_key'"),
         ({"hidden_act": "silu"}, "hidden_act='silu'"),
         ({"is_decoder": True}, "is_decoder=True"),
