@@ -1,5 +1,6 @@
-"""`kmlm export`: write a run as a TensorFlow Serving SavedModel version, or with
-`--format huggingface` as a Hugging Face transformers directory.
+"""`kmlm export`: write a run as a TensorFlow Serving SavedModel version, with
+`--format huggingface` as a Hugging Face transformers directory, or with `--format tflite`
+(`--quantize int8`) as a TF Lite model with int8 weights.
 
 TensorFlow-heavy modules are imported inside the command function, so `kmlm --help` stays fast.
 """
@@ -10,9 +11,12 @@ import time
 from kmlm.cli.options import add_command, add_subcommands, positive_int
 
 TOP_K = 5  # predictions per [MASK] in the SavedModel's fill_mask
-FORMATS = ("tf-serving", "huggingface")
+FORMATS = ("tf-serving", "huggingface", "tflite")
+QUANTIZATIONS = ("int8", "none")
 # Options of the SavedModel export that a Hugging Face directory has no use for.
 TF_SERVING_ONLY = ("--version", "--seq-len", "--top-k", "--max-masks", "--model-name")
+# ...and those that a TF Lite directory has no use for (it has no versions or warmup requests).
+NOT_TFLITE = ("--version", "--max-masks", "--model-name")
 
 
 def add_commands(commands, names=None):
@@ -22,7 +26,8 @@ def add_commands(commands, names=None):
 
 def add_export_command(commands):
     """Adds `kmlm export`."""
-    ex = add_command(commands, "export", help="export a run for TensorFlow Serving or Hugging Face transformers",
+    ex = add_command(commands, "export", help="export a run for TensorFlow Serving, Hugging Face transformers or "
+                                              "TF Lite (int8)",
                      description="Write a TensorFlow Serving SavedModel version BASE_DIR/<version>/ with the "
                                  "signatures serving_default (fixed-length ids), fill_mask and encode (raw "
                                  "strings), warmup requests, and an op audit. The version is written under a "
@@ -30,13 +35,19 @@ def add_export_command(commands):
                                  "overwritten. With --format huggingface, write a transformers directory "
                                  "instead (config.json, model.safetensors, vocab.txt, tokenizer_config.json): "
                                  "BertForMaskedLM for a post-LN run, RobertaPreLayerNormForMaskedLM for a pre-LN "
-                                 "run, ...ForSequenceClassification for a fine-tuned classifier.")
+                                 "run, ...ForSequenceClassification for a fine-tuned classifier. With --format "
+                                 "tflite (or --quantize int8), write a TF Lite directory (model.tflite with int8 "
+                                 "weights, vocab.txt, kmlm_tflite.json) for the fill-mask model or a classify/pair "
+                                 "classifier; TF Serving cannot serve it: run it with kmlm.serving.tflite.load_tflite.")
     ex.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `kmlm pretrain`, or by `kmlm finetune` "
                     "(signatures serving_default and predict; see the README)")
     ex.add_argument("--out", required=True, metavar="BASE_DIR", help="model base directory (one subdirectory per "
                     "version); with --format huggingface, the directory to write (new or empty)")
-    ex.add_argument("--format", choices=FORMATS, default="tf-serving",
-                    help="tf-serving: a SavedModel version; huggingface: a transformers model directory")
+    ex.add_argument("--format", choices=FORMATS, default=None,
+                    help="tf-serving: a SavedModel version; huggingface: a transformers model directory; tflite: a "
+                         "TF Lite model directory (default: tf-serving, or tflite with --quantize int8)")
+    ex.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
+                    help="tflite only: int8 (dynamic-range int8 weights, the default) or none (float32)")
     ex.add_argument("--version", type=positive_int, default=None,
                     help="version number (default: one more than the highest present)")
     ex.add_argument("--seq-len", type=positive_int, default=None,
@@ -50,8 +61,16 @@ def add_export_command(commands):
 
 def _export(args):
     """Runs `kmlm export`."""
+    if args.format is None:
+        args.format = "tflite" if args.quantize == "int8" else "tf-serving"
+    if args.quantize is not None and args.format != "tflite":
+        raise ValueError(f"--quantize applies to --format tflite only: TF Serving and Hugging Face exports stay "
+                         f"float32; use --format tflite --quantize {args.quantize} (or leave --quantize out)")
     if args.format == "huggingface":
         _export_huggingface(args)
+        return
+    if args.format == "tflite":
+        _export_tflite(args)
         return
     from kmlm.serving.audit import text_ops_used
     from kmlm.serving.masked_lm import export_run
@@ -88,6 +107,23 @@ def _export_huggingface(args):
     export_huggingface(args.run_dir, args.out)
     print(f"done in {time.time() - start:.1f}s; load it with transformers' AutoModelForMaskedLM (or "
           "AutoModelForSequenceClassification) and AutoTokenizer .from_pretrained")
+
+
+def _export_tflite(args):
+    """Runs `kmlm export --format tflite`."""
+    from kmlm.serving.tflite import export_tflite
+
+    for flag in NOT_TFLITE:
+        if getattr(args, flag.lstrip("-").replace("-", "_")) is not None:
+            raise ValueError(f"{flag} applies to --format tf-serving only; leave it out with --format tflite")
+    quantize = args.quantize or "int8"
+    print(f"exporting {args.run_dir} to {args.out} (TF Lite, {'int8 weights' if quantize == 'int8' else 'float32'})"
+          " ...", flush=True)
+    start = time.time()
+    result = export_tflite(args.run_dir, args.out, quantize=quantize, seq_len=args.seq_len, top_k=args.top_k or TOP_K)
+    print(f"wrote {os.path.join(result.path, 'model.tflite')} ({result.size_bytes / 1e6:.1f} MB, {result.kind}, "
+          f"S={result.seq_len}) in {time.time() - start:.1f}s; TF Serving cannot serve it: run it with "
+          "kmlm.serving.tflite.load_tflite (ai-edge-litert or TensorFlow's interpreter)")
 
 
 # Subcommand name -> the function that adds it.
