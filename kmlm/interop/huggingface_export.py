@@ -87,6 +87,9 @@ def unsupported_option(config, masked_lm=True):
                 "the plain feed-forward export")
     if config.activation not in HF_ACTIVATIONS:
         return f"activation={config.activation!r} has no Hugging Face transformers equivalent"
+    if config.embedding_dim is not None or config.share_layers:
+        return (f"embedding_dim={config.embedding_dim}, share_layers={config.share_layers} (an ALBERT-shaped encoder) "
+                "is not exported: kmlm writes the bert and roberta-prelayernorm layouts only")
     if config.norm_first and masked_lm and config.activation != "gelu":
         return (f"activation={config.activation!r} in a pre-LN masked LM has no Hugging Face transformers layout: "
                 "roberta-prelayernorm's MLM head always applies exact GELU ('gelu')")
@@ -227,6 +230,10 @@ def export_huggingface(run_dir, out, verbose=1):
         raise ValueError(f"--out {out!r} already exists and is not empty; choose a new directory")
     config, vocabulary, lowercase, task, source = _source(run_dir)
     problem = unsupported_option(config, masked_lm=task is None)
+    record = getattr(getattr(source, "config", None), "tokenizer", None)
+    if problem is None and record is not None:
+        problem = (f"its {record.kind} tokenizer (converted from {(source.config.converted_from or {}).get('model_type')}) is "
+                   "not exported: kmlm writes WordPiece tokenizers only")
     if problem:
         raise ValueError(f"cannot export {run_dir!r} to Hugging Face: {problem}")
     layout = layout_for(config.norm_first)

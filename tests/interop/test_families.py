@@ -66,7 +66,7 @@ def _wordpiece_files(path):
 def _distilbert(path):
     tokenizer = _wordpiece_files(path)
     config = transformers.DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=4, hidden_dim=48,
-                                           max_position_embeddings=40, activation="gelu")
+                                           max_position_embeddings=64, activation="gelu")
     model = _randomize(transformers.DistilBertForMaskedLM(config))
     model.save_pretrained(path)
     return model, model.distilbert, tokenizer
@@ -82,14 +82,31 @@ def _roberta(path):
     (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "RobertaTokenizer"}), encoding="utf-8")
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
     config = transformers.RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                        num_attention_heads=4, intermediate_size=48, max_position_embeddings=42,
+                                        num_attention_heads=4, intermediate_size=48, max_position_embeddings=66,
                                         type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2)
     model = _randomize(transformers.RobertaForMaskedLM(config))
     model.save_pretrained(path)
     return model, model.roberta, tokenizer
 
 
-FAMILIES = {"distilbert": _distilbert, "roberta": _roberta}
+def _albert(path):
+    spm = pytest.importorskip("sentencepiece", reason="sentencepiece trains the ALBERT tokenizer of the test")
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS), model_prefix=str(path / "spiece"), vocab_size=120, hard_vocab_limit=False,
+        pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, control_symbols=["[CLS]", "[SEP]", "[MASK]"],
+        character_coverage=1.0, minloglevel=2)
+    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "AlbertTokenizer"}), encoding="utf-8")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+    # E=16 < H=32: the factorized embedding and its projection; 3 layers share one block.
+    config = transformers.AlbertConfig(vocab_size=len(tokenizer), embedding_size=16, hidden_size=32,
+                                       num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
+                                       max_position_embeddings=64, hidden_act="gelu_new")
+    model = _randomize(transformers.AlbertForMaskedLM(config))
+    model.save_pretrained(path)
+    return model, model.albert, tokenizer
+
+
+FAMILIES = {"distilbert": _distilbert, "roberta": _roberta, "albert": _albert}
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -155,7 +172,8 @@ def test_tokenizer_gives_the_fast_tokenizer_ids(converted):
     assert len(differing) < len(TEXTS) / 2, (family, differing)
 
 
-def test_fill_mask_and_embed_work_on_the_run(converted, tmp_path, capsys):
+@pytest.mark.slow
+def test_fill_mask_and_embed_work_on_the_run(converted, capsys):
     family, model, base, tokenizer, run = converted
     text = "the cat sat on the [MASK]."
     assert main(["fill-mask", run.path, text, "--top-k", "3", "--json"]) == 0
@@ -170,18 +188,21 @@ def test_fill_mask_and_embed_work_on_the_run(converted, tmp_path, capsys):
     found = predictions[0] if isinstance(predictions, list) else predictions
     assert [p["id"] for p in _first_mask(found)["predictions"]] == expected
 
-    sentences = tmp_path / "sentences.txt"
-    sentences.write_text("\n".join(ENGLISH_AND_CHINESE) + "\n", encoding="utf-8")
-    vectors = str(tmp_path / "vectors.npy")
-    assert main(["embed", run.path, "--input", str(sentences), "--out", vectors, "--pooling", "mean",
-                 "--seq-len", "32"]) == 0
-    capsys.readouterr()
+    # What `kmlm embed RUN_DIR` runs, on the run already loaded (the command's own test is BERT's).
+    from kmlm.tasks.finetune import TaskInfo, Tasker
+    from kmlm.tasks.models import build_sentence_encoder
+
     ids, mask = _batch(tokenizer, ENGLISH_AND_CHINESE)
+    sentence_encoder = build_sentence_encoder(run.encoder, pooling="mean")
+    if run.config.tokenizer is None:  # WordPiece in tf.data is BERT's, tested there; the pooling only here
+        embeddings = np.asarray(sentence_encoder(_kmlm_features(ids, mask), training=False))
+    else:  # the new tokenizer inside the tf.data pipeline of `kmlm embed`
+        info = TaskInfo(task="similarity", labels=[], seq_len=64, lowercase=run.config.data.lowercase, pooling="mean")
+        embeddings = Tasker(sentence_encoder, run.vocabulary, info).embed(ENGLISH_AND_CHINESE)
     with torch.no_grad():
         hidden = base(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask))
     hidden = hidden.last_hidden_state.numpy()
     mean = (hidden * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
-    embeddings = np.load(vectors, allow_pickle=False)
     cosine = (embeddings * mean).sum(1) / np.linalg.norm(embeddings, axis=1) / np.linalg.norm(mean, axis=1)
     assert cosine.min() > 0.9999, (family, cosine)
 
@@ -191,3 +212,57 @@ def _first_mask(found):
     if "predictions" in found:
         return found
     return found["masks"][0]
+
+
+def test_run_directory_records_the_tokenizer_and_export_refuses_what_it_cannot_write(converted, tmp_path, capsys):
+    family, _, _, tokenizer, run = converted
+    with open(f"{run.path}/config.json", encoding="utf-8") as f:
+        settings = json.load(f)
+    kinds = {"distilbert": None, "roberta": "byte_bpe", "albert": "sentencepiece"}
+    assert (settings.get("tokenizer") or {}).get("kind") == kinds[family]
+    assert settings["converted_from"]["model_type"] == family
+    if family == "distilbert":
+        return
+    # The checkpoint's own special tokens are kept; vocab.txt holds them under kmlm's names.
+    originals = settings["tokenizer"]["special_tokens"]
+    assert {name: tokenizer.convert_tokens_to_ids(original) for name, original in originals.items()} == {
+        name: run.vocabulary.index(name) for name in originals}
+    status = main(["export", run.path, "--format", "huggingface", "--out", str(tmp_path / "hf")])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "\n" not in err, err
+    expected = "(an ALBERT-shaped encoder) is not exported" if family == "albert" else "byte_bpe tokenizer"
+    assert expected in err
+
+
+def test_a_foreign_vocabulary_without_its_tokenizer_files_is_refused():
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"\u0120w{i}" for i in range(20)]
+    with pytest.raises(ValueError, match="belongs to a byte-level BPE tokenizer"):
+        make_tokenizer(vocabulary)
+
+
+def _hf_directory(path, **config):
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return str(path)
+
+
+ALBERT = {"model_type": "albert", "vocab_size": 10, "embedding_size": 4, "hidden_size": 8, "num_hidden_layers": 2,
+          "num_attention_heads": 2, "intermediate_size": 16}
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"model_type": "xlm-roberta", "architectures": ["XLMRobertaForMaskedLM"]},
+     "unsupported architecture: model_type='xlm-roberta' (XLMRobertaForMaskedLM); kmlm converts bert, "
+     "roberta-prelayernorm, distilbert, roberta, albert checkpoints only"),
+    ({**ALBERT, "num_hidden_groups": 2}, "unsupported albert config: num_hidden_groups=2"),
+    ({"model_type": "distilbert", "vocab_size": 10, "dim": 8, "n_layers": 1, "n_heads": 2, "hidden_dim": 16,
+      "sinusoidal_pos_embds": True}, "unsupported distilbert config: sinusoidal_pos_embds=True"),
+    ({**ALBERT}, "has no spiece.model; kmlm needs the SentencePiece model of an ALBERT checkpoint"),
+    ({"model_type": "roberta", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+      "intermediate_size": 16, "pad_token_id": 1}, "has neither vocab.json + merges.txt nor tokenizer.json"),
+])
+def test_unsupported_families_and_settings_are_refused_in_one_line(tmp_path, capsys, config, message):
+    hf_dir = _hf_directory(tmp_path / "hf", **config)
+    assert main(["convert", hf_dir, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kmlm convert: error:") and message in err and "\n" not in err, err
