@@ -1,4 +1,5 @@
-"""`kmlm convert`: import a Hugging Face BERT checkpoint as a kmlm run directory.
+"""`kmlm convert`: import a Hugging Face BERT, DistilBERT, RoBERTa or ALBERT checkpoint as a
+kmlm run directory.
 
 TensorFlow-heavy modules are imported inside the command function, so `kmlm --help` stays fast.
 """
@@ -16,9 +17,11 @@ def add_commands(commands, names=None):
 def add_convert_command(commands):
     """Adds `kmlm convert`."""
     conv = add_command(
-        commands, "convert", help="import a Hugging Face BERT checkpoint",
-        description="Convert a Hugging Face BERT directory (config.json, model.safetensors, vocab.txt; "
-                    "safetensors only, never pickled .bin files) into a kmlm run directory: encoder, MLM head "
+        commands, "convert", help="import a Hugging Face BERT, DistilBERT, RoBERTa or ALBERT checkpoint",
+        description="Convert a Hugging Face directory (config.json, model.safetensors and the tokenizer files: "
+                    "vocab.txt for BERT and DistilBERT, vocab.json + merges.txt or tokenizer.json for RoBERTa, "
+                    "spiece.model for ALBERT; safetensors only, never pickled .bin files) into a kmlm run "
+                    "directory: encoder, MLM head "
                     "and [CLS] pooler when the checkpoint has them. The result works with fill-mask (MLM head "
                     "needed), evaluate, score, generate, export and fine-tuning.")
     conv.add_argument("hf_dir", metavar="HF_DIR", help="Hugging Face model directory")
