@@ -23,7 +23,8 @@ def add_convert_command(commands):
                     "spiece.model for ALBERT; safetensors only, never pickled .bin files) into a kmlm run "
                     "directory: encoder, MLM head "
                     "and [CLS] pooler when the checkpoint has them. The result works with fill-mask (MLM head "
-                    "needed), evaluate, score, generate, export and fine-tuning.")
+                    "needed), evaluate, score, generate, embed and fine-tuning; export --format huggingface "
+                    "takes the WordPiece families (BERT, DistilBERT).")
     conv.add_argument("hf_dir", metavar="HF_DIR", help="Hugging Face model directory")
     conv.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write (new or empty)")
     conv.add_argument("--seq-len", type=positive_int, default=128,
