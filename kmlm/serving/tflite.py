@@ -180,13 +180,13 @@ def _load_for_export(model_dir, seq_len, top_k):
     from kmlm.run_directory import Run, load_run
 
     if not isinstance(model_dir, Run) and os.path.isfile(os.path.join(model_dir, "task.json")):
-        from kmlm.tasks.finetune import Tasker
+        from kmlm.tasks.finetune import Tasker, TaskInfo
 
-        tasker = Tasker.load(model_dir)
-        task = tasker.info.task
-        if task not in TFLITE_TASKS:
+        task = TaskInfo.read(model_dir)[0].task
+        if task not in TFLITE_TASKS:  # refused before the model is loaded
             raise ValueError(f"--format tflite exports fill-mask runs and {' and '.join(TFLITE_TASKS)} models; "
                              f"{model_dir!r} is a {task} model: export it with --format tf-serving")
+        tasker = Tasker.load(model_dir)
         seq_len = _checked_seq_len(seq_len or tasker.info.seq_len, tasker.model.get_layer("encoder").config.max_position)
         meta = {"kind": task, "lowercase": tasker.info.lowercase, "seq_len": seq_len,
                 "labels": list(tasker.info.labels)}
