@@ -203,6 +203,17 @@ def _source(run_dir):
     return run.model_config, run.vocabulary, run.config.data.lowercase, None, run
 
 
+def _add_zero_segment_table(arrays, config):
+    """A run without segment embeddings (a converted DistilBERT) gets the one all-zero segment
+    row that config.json's type_vocab_size=1 promises, so transformers adds nothing either."""
+    if config.num_segments:
+        return
+    suffix = "embeddings.word_embeddings.weight"
+    word = next(name for name in arrays if name.endswith(suffix))
+    arrays[word[: -len(suffix)] + "embeddings.token_type_embeddings.weight"] = np.zeros((1, config.hidden_dim),
+                                                                                        np.float32)
+
+
 def export_huggingface(run_dir, out, verbose=1):
     """Writes the Hugging Face transformers directory `out` for a kmlm run or classifier.
 
@@ -243,6 +254,7 @@ def export_huggingface(run_dir, out, verbose=1):
         kind, arrays, left_out = masked_lm_arrays(source, layout, ids)
     else:
         kind, arrays = EXPORTED_TASKS[task.task], classifier_arrays(source, layout, ids)
+    _add_zero_segment_table(arrays, config)
     architecture = layout.classes[kind]
     settings = hf_config(config, layout, architecture, ids)
     labels = None

@@ -266,3 +266,20 @@ def test_unsupported_families_and_settings_are_refused_in_one_line(tmp_path, cap
     assert main(["convert", hf_dir, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("kmlm convert: error:") and message in err and "\n" not in err, err
+
+
+def test_a_converted_distilbert_exports_as_bert_with_the_same_logits(converted, tmp_path):
+    family, model, _, tokenizer, run = converted
+    if family != "distilbert":
+        pytest.skip("RoBERTa and ALBERT runs are refused by the export (test above)")
+    from kmlm.interop.huggingface_export import export_huggingface
+
+    export_huggingface(run.path, str(tmp_path / "hf"), verbose=0)
+    exported = transformers.AutoModelForMaskedLM.from_pretrained(str(tmp_path / "hf")).eval()
+    assert type(exported).__name__ == "BertForMaskedLM"
+    encoded = tokenizer(ENGLISH_AND_CHINESE, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**encoded).logits.numpy()
+        actual = exported(**encoded).logits.numpy()
+    real = encoded["attention_mask"].numpy().astype(bool)
+    assert np.abs(actual - expected)[real].max() < 10 * TOLERANCE
