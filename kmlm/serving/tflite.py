@@ -27,7 +27,6 @@ scale per output channel, activations quantized per row on the fly by the hybrid
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -128,8 +127,7 @@ def convert(graph, quantize="int8"):
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    with _quiet_tflite():
-        return converter.convert()
+    return converter.convert()
 
 
 def tflite_ops(model_bytes):
@@ -249,12 +247,11 @@ def make_interpreter(model, num_threads=None):
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         Interpreter = None
-    with _quiet_tflite():
-        if Interpreter is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # the deprecation notice, on every load
-                return tf.lite.Interpreter(num_threads=threads, **source)
-        return Interpreter(num_threads=threads, **source)
+    if Interpreter is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the deprecation notice, on every load
+            return tf.lite.Interpreter(num_threads=threads, **source)
+    return Interpreter(num_threads=threads, **source)
 
 
 class TFLiteRunner:
@@ -267,12 +264,7 @@ class TFLiteRunner:
     """
 
     def __init__(self, path, num_threads=None):
-        meta_path = os.path.join(path, META_FILE)
-        if not os.path.isfile(meta_path):
-            raise ValueError(f"{path!r} is not a kmlm TF Lite export (no {META_FILE}); write one with "
-                             "`kmlm export RUN_DIR --format tflite --out DIR`")
-        with open(meta_path, encoding="utf-8") as file:
-            self.meta = json.load(file)
+        self.meta = read_tflite_meta(path)
         self.path = path
         self.kind = self.meta["kind"]
         self.seq_len = int(self.meta["seq_len"])
@@ -414,10 +406,18 @@ class TFLiteClassifier(TFLiteRunner):
 
 def load_tflite(path, num_threads=None):
     """The runner of a TF Lite export: a `TFLiteFillMask` or a `TFLiteClassifier`."""
-    runner = TFLiteRunner(path, num_threads)
-    cls = TFLiteFillMask if runner.kind == "fill_mask" else TFLiteClassifier
-    runner.__class__ = cls
-    return runner
+    kind = read_tflite_meta(path)["kind"]
+    return (TFLiteFillMask if kind == "fill_mask" else TFLiteClassifier)(path, num_threads)
+
+
+def read_tflite_meta(path):
+    """The settings of a TF Lite export (its kmlm_tflite.json)."""
+    meta_path = os.path.join(path, META_FILE)
+    if not os.path.isfile(meta_path):
+        raise ValueError(f"{path!r} is not a kmlm TF Lite export (no {META_FILE}); write one with "
+                         "`kmlm export RUN_DIR --format tflite --out DIR`")
+    with open(meta_path, encoding="utf-8") as file:
+        return json.load(file)
 
 
 def _flat_pieces(tokenizer, text):
@@ -432,17 +432,3 @@ def _split(values, lengths):
         rows.append(values[start: start + length])
         start += length
     return rows
-
-
-@contextlib.contextmanager
-def _quiet_tflite():
-    """Keeps the converter's and interpreter's C++ logging (one line per stage) off stderr."""
-    previous = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
-        else:
-            os.environ["TF_CPP_MIN_LOG_LEVEL"] = previous
