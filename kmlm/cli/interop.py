@@ -1,5 +1,5 @@
-"""`kmlm convert`: import a Hugging Face BERT, DistilBERT, RoBERTa or ALBERT checkpoint as a
-kmlm run directory.
+"""`kmlm convert`: import a Hugging Face BERT, DistilBERT, RoBERTa, ALBERT or ELECTRA checkpoint
+as a kmlm run directory.
 
 TensorFlow-heavy modules are imported inside the command function, so `kmlm --help` stays fast.
 """
@@ -17,10 +17,10 @@ def add_commands(commands, names=None):
 def add_convert_command(commands):
     """Adds `kmlm convert`."""
     conv = add_command(
-        commands, "convert", help="import a Hugging Face BERT, DistilBERT, RoBERTa or ALBERT checkpoint",
+        commands, "convert", help="import a Hugging Face BERT, DistilBERT, RoBERTa, ALBERT or ELECTRA checkpoint",
         description="Convert a Hugging Face directory (config.json, model.safetensors and the tokenizer files: "
-                    "vocab.txt for BERT and DistilBERT, vocab.json + merges.txt or tokenizer.json for RoBERTa, "
-                    "spiece.model for ALBERT; safetensors only, never pickled .bin files) into a kmlm run "
+                    "vocab.txt for BERT, DistilBERT and ELECTRA, vocab.json + merges.txt or tokenizer.json "
+                    "for RoBERTa, spiece.model for ALBERT; safetensors only, never pickled .bin files) into a kmlm run "
                     "directory: encoder, MLM head "
                     "and [CLS] pooler when the checkpoint has them. The result works with fill-mask (MLM head "
                     "needed), evaluate, score, generate, embed and fine-tuning; export --format huggingface "

@@ -1,5 +1,7 @@
 """Import a Hugging Face BERT checkpoint (config.json, model.safetensors, vocab.txt) as a
-kmlm run directory.
+kmlm run directory; DistilBERT, RoBERTa, ALBERT and ELECTRA checkpoints too, each through
+its layout (`kmlm.interop.huggingface_layouts`: tensor names, config keys, positions,
+embedding projection, shared block) and its tokenizer (`kmlm.interop.huggingface_tokenizers`).
 
 The mapping is exact: BERT is post-LN with learned position and segment embeddings, which is
 kmlm's default architecture. Query/key/value kernels are fused into kmlm's one [H, 3H]
@@ -294,7 +296,7 @@ def convert_checkpoint(hf_dir, out, seq_len=128, verbose=1):
     checkpoint = _Checkpoint(hf_dir)
     prefix = _encoder_prefix(checkpoint, layout)
     has_mlm_head = f"{layout.mlm_transform}.weight" in checkpoint
-    if has_mlm_head and layout.pads_positions and model_config.activation != "gelu":
+    if has_mlm_head and layout.mlm_exact_gelu and model_config.activation != "gelu":
         raise ValueError(
             f"unsupported {layout.model_type} config: hidden_act={hf_config.get('hidden_act')!r}; its MLM head always "
             "applies exact GELU and kmlm's applies the feed-forward's activation, so only hidden_act='gelu' converts"

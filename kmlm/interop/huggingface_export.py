@@ -88,8 +88,9 @@ def unsupported_option(config, masked_lm=True):
     if config.activation not in HF_ACTIVATIONS:
         return f"activation={config.activation!r} has no Hugging Face transformers equivalent"
     if config.embedding_dim is not None or config.share_layers:
-        return (f"embedding_dim={config.embedding_dim}, share_layers={config.share_layers} (an ALBERT-shaped encoder) "
-                "is not exported: kmlm writes the bert and roberta-prelayernorm layouts only")
+        return (f"embedding_dim={config.embedding_dim}, share_layers={config.share_layers} (a factorized embedding or "
+                "shared layers, as ALBERT and small ELECTRA models have) is not exported: kmlm writes the bert and "
+                "roberta-prelayernorm layouts only")
     if config.norm_first and masked_lm and config.activation != "gelu":
         return (f"activation={config.activation!r} in a pre-LN masked LM has no Hugging Face transformers layout: "
                 "roberta-prelayernorm's MLM head always applies exact GELU ('gelu')")

@@ -11,6 +11,7 @@ the tensors it names and `kmlm export --format huggingface`
 | post-LN, no segments (import) | `distilbert` | `DistilBertForMaskedLM`, `DistilBertModel` |
 | post-LN, positions after padding (import) | `roberta` | `RobertaForMaskedLM`, `RobertaModel` |
 | factorized embedding, one shared block (import) | `albert` | `AlbertForMaskedLM`, `AlbertForPreTraining`, `AlbertModel` |
+| embedding projection when E != H (import) | `electra` | `ElectraForMaskedLM` (generator), `ElectraForPreTraining` (discriminator's encoder), `ElectraModel` |
 
 The families marked "import" are read by `kmlm convert` only; `kmlm export --format
 huggingface` writes the first two layouts.
@@ -58,6 +59,7 @@ class Layout:
         query_key_value, attention_output, ffn_inner, ffn_output: per-block Linear names.
         config_names: `ModelConfig` field -> config.json key, where the family spells it
             differently from BERT.
+        mlm_exact_gelu: the MLM head applies exact GELU whatever `hidden_act` says.
     """
 
     model_type: str
@@ -85,6 +87,7 @@ class Layout:
     ffn_inner: str = "intermediate.dense"
     ffn_output: str = "output.dense"
     config_names: dict = dataclasses.field(default_factory=dict)
+    mlm_exact_gelu: bool = False
 
     @property
     def shares_blocks(self):
@@ -159,6 +162,7 @@ LAYOUTS = {
         classes={"masked_lm": "RobertaPreLayerNormForMaskedLM", "base": "RobertaPreLayerNormModel",
                  "sequence_classification": "RobertaPreLayerNormForSequenceClassification"},
         pads_positions=True,
+        mlm_exact_gelu=True,
     ),
     "distilbert": Layout(
         model_type="distilbert",
@@ -205,6 +209,7 @@ LAYOUTS = {
         classes={"masked_lm": "RobertaForMaskedLM", "base": "RobertaModel",
                  "sequence_classification": "RobertaForSequenceClassification"},
         pads_positions=True,
+        mlm_exact_gelu=True,
     ),
     "albert": Layout(
         model_type="albert",
@@ -229,6 +234,28 @@ LAYOUTS = {
         attention_output="attention.dense",
         ffn_inner="ffn",
         ffn_output="ffn_output",
+    ),
+    # The generator (ElectraForMaskedLM); a discriminator (ElectraForPreTraining) converts its
+    # encoder, and its replaced-token head is listed as ignored.
+    "electra": Layout(
+        model_type="electra",
+        prefix="electra.",
+        norm_first=False,
+        attention_norm="attention.output.LayerNorm",
+        feed_forward_norm="output.LayerNorm",
+        final_norm=None,
+        mlm_transform="generator_predictions.dense",
+        mlm_norm="generator_predictions.LayerNorm",
+        mlm_bias="generator_lm_head.bias",
+        mlm_decoder="generator_lm_head",
+        classifier_pooler="classifier.dense",
+        classifier_output="classifier.out_proj",
+        sentence_pooler=None,
+        next_sentence=None,
+        classes={"masked_lm": "ElectraForMaskedLM", "base": "ElectraModel",
+                 "sequence_classification": "ElectraForSequenceClassification"},
+        embedding_projection="embeddings_project",
+        mlm_exact_gelu=True,
     ),
 }
 

@@ -293,7 +293,7 @@ def test_an_unsupported_model_type(architectures, named, tmp_path, capsys):
     hf = _hf_directory(tmp_path / "hf", model_type="xlm-roberta", architectures=architectures)
     message = _error(["convert", str(hf), "--out", str(tmp_path / "r")], capsys)
     assert message == (f"unsupported architecture: model_type='xlm-roberta'{named}; kmlm converts bert, "
-                       "roberta-prelayernorm, distilbert, roberta, albert checkpoints only")
+                       "roberta-prelayernorm, distilbert, roberta, albert, electra checkpoints only")
 
 
 def test_fill_mask_with_a_lower_case_mask(tiny_run, capsys):

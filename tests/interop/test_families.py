@@ -1,4 +1,4 @@
-"""`kmlm convert` of DistilBERT, RoBERTa and ALBERT checkpoints, checked against transformers.
+"""`kmlm convert` of DistilBERT, RoBERTa, ALBERT and ELECTRA checkpoints, checked against transformers.
 
 Each family gets a small random-weight checkpoint built here with transformers (no download)
 and tokenizer files trained here (a WordPiece vocab.txt, a byte-level BPE, a SentencePiece
@@ -106,7 +106,21 @@ def _albert(path):
     return model, model.albert, tokenizer
 
 
-FAMILIES = {"distilbert": _distilbert, "roberta": _roberta, "albert": _albert}
+def _electra_config(tokenizer, embedding_size):
+    return transformers.ElectraConfig(vocab_size=len(tokenizer), embedding_size=embedding_size, hidden_size=32,
+                                      num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+                                      max_position_embeddings=64)
+
+
+def _electra(path):
+    """The generator (MLM head), with the embedding projection E=16 -> H=32."""
+    tokenizer = _wordpiece_files(path)
+    model = _randomize(transformers.ElectraForMaskedLM(_electra_config(tokenizer, 16)))
+    model.save_pretrained(path)
+    return model, model.electra, tokenizer
+
+
+FAMILIES = {"distilbert": _distilbert, "roberta": _roberta, "albert": _albert, "electra": _electra}
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -154,7 +168,7 @@ def _nfkc(text):
 # Where kmlm's tokenizer differs from the fast tokenizer, the text that makes them agree:
 # lowercasing WordPiece case-folds with NFKC in the graph (TF Text), so full-width "，" is ","
 # for kmlm and a piece of its own for transformers.
-KNOWN_DIFFERENCES = {"distilbert": _nfkc}
+KNOWN_DIFFERENCES = {"distilbert": _nfkc, "electra": _nfkc}
 
 
 def test_tokenizer_gives_the_fast_tokenizer_ids(converted):
@@ -216,12 +230,15 @@ def _first_mask(found):
 
 def test_run_directory_records_the_tokenizer_and_export_refuses_what_it_cannot_write(converted, tmp_path, capsys):
     family, _, _, tokenizer, run = converted
+    if family == "electra":  # E != H: the generator's projection has no export layout
+        assert main(["export", run.path, "--format", "huggingface", "--out", str(tmp_path / "e")]) == 2
+        assert "embedding_dim=16, share_layers=False (a factorized embedding" in capsys.readouterr().err
     with open(f"{run.path}/config.json", encoding="utf-8") as f:
         settings = json.load(f)
-    kinds = {"distilbert": None, "roberta": "byte_bpe", "albert": "sentencepiece"}
+    kinds = {"distilbert": None, "electra": None, "roberta": "byte_bpe", "albert": "sentencepiece"}
     assert (settings.get("tokenizer") or {}).get("kind") == kinds[family]
     assert settings["converted_from"]["model_type"] == family
-    if family == "distilbert":
+    if kinds[family] is None:
         return
     # The checkpoint's own special tokens are kept; vocab.txt holds them under kmlm's names.
     originals = settings["tokenizer"]["special_tokens"]
@@ -230,7 +247,7 @@ def test_run_directory_records_the_tokenizer_and_export_refuses_what_it_cannot_w
     status = main(["export", run.path, "--format", "huggingface", "--out", str(tmp_path / "hf")])
     err = capsys.readouterr().err.strip()
     assert status == 2 and "\n" not in err, err
-    expected = "(an ALBERT-shaped encoder) is not exported" if family == "albert" else "byte_bpe tokenizer"
+    expected = "(a factorized embedding or shared layers" if family == "albert" else "byte_bpe tokenizer"
     assert expected in err
 
 
@@ -253,7 +270,7 @@ ALBERT = {"model_type": "albert", "vocab_size": 10, "embedding_size": 4, "hidden
 @pytest.mark.parametrize("config, message", [
     ({"model_type": "xlm-roberta", "architectures": ["XLMRobertaForMaskedLM"]},
      "unsupported architecture: model_type='xlm-roberta' (XLMRobertaForMaskedLM); kmlm converts bert, "
-     "roberta-prelayernorm, distilbert, roberta, albert checkpoints only"),
+     "roberta-prelayernorm, distilbert, roberta, albert, electra checkpoints only"),
     ({**ALBERT, "num_hidden_groups": 2}, "unsupported albert config: num_hidden_groups=2"),
     ({"model_type": "distilbert", "vocab_size": 10, "dim": 8, "n_layers": 1, "n_heads": 2, "hidden_dim": 16,
       "sinusoidal_pos_embds": True}, "unsupported distilbert config: sinusoidal_pos_embds=True"),
@@ -283,3 +300,23 @@ def test_a_converted_distilbert_exports_as_bert_with_the_same_logits(converted, 
         actual = exported(**encoded).logits.numpy()
     real = encoded["attention_mask"].numpy().astype(bool)
     assert np.abs(actual - expected)[real].max() < 10 * TOLERANCE
+
+
+def test_an_electra_discriminator_converts_its_encoder_and_names_its_head_ignored(tmp_path):
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    tokenizer = _wordpiece_files(hf)
+    model = _randomize(transformers.ElectraForPreTraining(_electra_config(tokenizer, 32)))  # E = H: no projection
+    model.save_pretrained(hf)
+    result = convert_checkpoint(str(hf), str(tmp_path / "run"), seq_len=32, verbose=0)
+    assert not result["heads"]["masked_lm"]
+    assert result["ignored"] == sorted(f"discriminator_predictions.{name}.{kind}" for name in ("dense", "dense_prediction")
+                                       for kind in ("bias", "weight"))
+    run = load_run(str(tmp_path / "run"))
+    assert run.model_config.embedding_dim is None and run.encoder.embedding.projection_kernel is None
+    ids, mask = _batch(tokenizer, ENGLISH_AND_CHINESE)
+    with torch.no_grad():
+        expected = model.electra(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask))
+    hidden = np.asarray(run.encoder(_kmlm_features(ids, mask), training=False))
+    real = mask.astype(bool)
+    assert np.abs(hidden - expected.last_hidden_state.numpy())[real].max() < TOLERANCE
