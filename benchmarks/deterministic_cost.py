@@ -10,8 +10,9 @@ same corpus with the same vocabulary file, model, shapes and seed:
 Training seconds are read from each run's progress.json (start-up, vocabulary, the first step
 with its XLA compile and the evaluations are not in them), so tokens/s is
 B*S*(N - 1) / train_seconds. Reported: the median tokens/s per arm, the ratio of medians
-deterministic/default, and whether the two arms wrote identical metrics.csv files (on CPU
-they should: the flag changes no result there).
+deterministic/default, whether the runs of each arm wrote identical metrics.csv files (on CPU
+they should), and whether the two arms did (they need not: the deterministic step runs without
+XLA, whose fused kernels round differently).
 
 Example:
     python benchmarks/deterministic_cost.py --preset tiny --steps 100 --rounds 3
@@ -90,16 +91,21 @@ def main(argv=None):
             print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
                 f"{arm} {speeds[arm][-1]:,.0f} tokens/s" for arm in ARMS), file=sys.stderr, flush=True)
     medians = {arm: statistics.median(values) for arm, values in speeds.items()}
+    repeatable = {arm: len(metrics[arm]) == 1 for arm in ARMS}
     same = len(metrics["default"] | metrics["deterministic"]) == 1
     shape = {"preset": args.preset, "seq_len": args.seq_len, "batch_size": args.batch_size, "steps": args.steps,
-             "corpus": args.corpus, "rounds": args.rounds, "identical_metrics": same, "machine": common.machine()}
+             "corpus": args.corpus, "rounds": args.rounds, "identical_metrics_default": repeatable["default"],
+             "identical_metrics_deterministic": repeatable["deterministic"], "identical_metrics_across_arms": same,
+             "machine": common.machine()}
     common.emit(common.record(BENCHMARK, "train_tokens_per_s", "default", medians["default"], "tokens/s",
                               runs=speeds["default"], **shape), jsonl_path=args.jsonl)
     common.emit(common.record(BENCHMARK, "train_tokens_per_s", "deterministic", medians["deterministic"], "tokens/s",
                               baseline="default", baseline_value=medians["default"], runs=speeds["deterministic"],
                               **shape), jsonl_path=args.jsonl)
     print(f"deterministic/default: {medians['deterministic'] / medians['default']:.3f} (ratio of medians); "
-          f"metrics.csv {'identical' if same else 'DIFFERENT'} across all runs", file=sys.stderr)
+          + "; ".join(f"metrics.csv of the {arm} runs {'identical' if repeatable[arm] else 'DIFFERENT'}"
+                      for arm in ARMS)
+          + f"; across the two arms {'identical' if same else 'different'}", file=sys.stderr)
 
 
 if __name__ == "__main__":
