@@ -9,7 +9,7 @@ corpus (the builders of tests/interop/test_families.py), converts it, and prints
 - how many texts of the mixed tokenizer set give the same ids as the Hugging Face fast
   tokenizer;
 - with `--timing`: parameters, fill-mask latency (median of interleaved rounds) and
-  embedding throughput at one comparable size (L4/H256, ALBERT with E=128), and tokens per
+  embedding throughput at one comparable size (L4/H256, ALBERT and ELECTRA with E=128), and tokens per
   Chinese character of each family's tokenizer.
 
 Run under the shared-machine lock:
@@ -92,8 +92,11 @@ def _timed_models(root):
             vocab_size=v, type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2, **size)),
         "albert": lambda v: transformers.AlbertForMaskedLM(transformers.AlbertConfig(
             vocab_size=v, embedding_size=128, **size)),
+        "electra": lambda v: transformers.ElectraForMaskedLM(transformers.ElectraConfig(
+            vocab_size=v, embedding_size=128, **size)),
     }
-    tokenizer_of = {"bert": families._wordpiece_files, "distilbert": families._wordpiece_files}
+    tokenizer_of = {"bert": families._wordpiece_files, "distilbert": families._wordpiece_files,
+                    "electra": families._wordpiece_files}
     from kmlm.interop.huggingface import convert_checkpoint
 
     runs = {}
