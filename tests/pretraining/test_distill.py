@@ -4,6 +4,7 @@ distilled run directory that `fill-mask` and `evaluate` read, and the one-line r
 import json
 import math
 import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -17,11 +18,13 @@ from kmlm.pretraining.distill import DistillationTrainer, soft_target_loss
 from kmlm.pretraining.evaluation import eval_dataset
 from kmlm.run_directory import load_run
 from kmlm.training import compile_for_pretraining
-from tests.cli.test_main import ENGLISH
 from tests.helpers import random_mlm_batch, run_cli, write_corpus
+from tests.tiny_run import make_tiny_run
 
-TEACHER = ["--num-layers", "2", "--hidden-dim", "64", "--num-heads", "4", "--intermediate-dim", "128"]
-STUDENT = ["--num-layers", "1", "--hidden-dim", "32", "--num-heads", "2", "--intermediate-dim", "64"]
+TEACHER = ["--num-layers", "2", "--hidden-dim", "32", "--num-heads", "4", "--intermediate-dim", "64"]  # tiny_model's
+STUDENT = ["--num-layers", "1", "--hidden-dim", "16", "--num-heads", "2", "--intermediate-dim", "32"]
+SENTENCES = [f"the {size} {animal} {verb} on a {colour} mat ." for size in ("big", "red") for animal in ("cat", "dog")
+             for verb in ("sat", "ran") for colour in ("red", "big")] * 8
 QUICK = ["--log-points", "2", "--no-jit", "--quiet"]
 
 
@@ -85,22 +88,23 @@ def test_training_moves_the_student_only(trainer_and_batch):
 
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("distill")
-    corpus = write_corpus(folder / "animals.txt", ENGLISH)
-    run = str(folder / "teacher")
-    assert main(["pretrain", "--corpus", corpus, "--out", run, "--preset", "tiny", *TEACHER, "--seq-len", "32",
-                 "--batch-size", "16", "--vocab-size", "200", "--steps", "50", "--learning-rate", "3e-3",
-                 "--eval-batches", "0", *QUICK]) == 0
-    return run
+    # A seeded random teacher (peaked logits, no training needed): whatever the student knows
+    # of its predictions it learned from the distillation.
+    return make_tiny_run(tmp_path_factory.mktemp("distill") / "teacher")
 
 
 @pytest.fixture(scope="module")
-def student_run(teacher_run):
-    # alpha 1: the teacher's soft targets alone, no true tokens, so what the student knows it
-    # learned from the teacher.
+def corpus(teacher_run):
+    return write_corpus(Path(teacher_run).parent / "animals.txt", SENTENCES)
+
+
+@pytest.fixture(scope="module")
+def student_run(teacher_run, corpus):
+    # alpha 1: the teacher's soft targets alone, no true tokens.
     out = os.path.join(os.path.dirname(teacher_run), "student")
-    assert main(["distill", teacher_run, "--out", out, *STUDENT, "--steps", "40", "--alpha", "1", "--temperature",
-                 "1.5", "--learning-rate", "3e-3", "--eval-batches", "1", *QUICK]) == 0
+    assert main(["distill", teacher_run, "--corpus", corpus, "--out", out, *STUDENT, "--steps", "40", "--alpha", "1",
+                 "--temperature", "1.5", "--learning-rate", "3e-3", "--batch-size", "16", "--eval-batches", "1",
+                 *QUICK]) == 0
     return out
 
 
@@ -110,15 +114,16 @@ def held_out_top1(model, batches):
 
 
 @pytest.mark.slow
-def test_the_student_is_an_ordinary_run_on_the_teachers_data(teacher_run, student_run):
+def test_the_student_is_an_ordinary_run_on_the_teachers_data(teacher_run, student_run, corpus):
     for name in ("config.json", "vocab.txt", "model.keras", "metrics.csv", "evaluation.json"):
         assert os.path.isfile(os.path.join(student_run, name)), name
     with open(os.path.join(teacher_run, "vocab.txt"), "rb") as t, open(os.path.join(student_run, "vocab.txt"), "rb") as s:
         assert t.read() == s.read()
     teacher, student = load_run(teacher_run), load_run(student_run)
-    for key in ("corpus", "seq_len", "masking", "mask_rate", "lowercase", "packing", "eval_fraction"):
+    for key in ("seq_len", "masking", "mask_rate", "lowercase", "packing", "eval_fraction"):
         assert getattr(student.config.data, key) == getattr(teacher.config.data, key), key
-    assert (student.model_config.num_layers, student.model_config.hidden_dim) == (1, 32)
+    assert student.config.data.corpus == corpus
+    assert (student.model_config.num_layers, student.model_config.hidden_dim) == (1, 16)
     training = student.config.training
     assert (training["teacher"], training["temperature"], training["alpha"]) == (teacher_run, 1.5, 1.0)
 
@@ -128,7 +133,7 @@ def test_the_student_learns_the_teachers_predictions(teacher_run, student_run):
     teacher, student = load_run(teacher_run), load_run(student_run)
     keras.utils.set_random_seed(0)  # the seed the student started from
     untrained = build_mlm_model(student.model_config)
-    # The whole corpus (its held-out split is a few sentences): 4 batches of 16 rows.
+    # The whole corpus (its held-out split is a few sentences).
     batches = list(eval_dataset(student.config.data, student.vocabulary, corpus=student.config.data.corpus).take(4))
     target = held_out_top1(teacher.model, batches)
     agreement = np.mean(held_out_top1(student.model, batches) == target)
@@ -146,15 +151,15 @@ def test_evaluate_and_fill_mask_read_the_student(student_run, capsys):
     assert metrics["masked_accuracy"] == pytest.approx(recorded["masked_accuracy"])
     assert metrics["loss"] == pytest.approx(recorded["loss"], rel=1e-5)
 
-    code, out, err = run_cli(["fill-mask", student_run, "the cat [MASK] over the fence .", "--json"], capsys)
+    code, out, err = run_cli(["fill-mask", student_run, "the big cat [MASK] on a red mat .", "--json"], capsys)
     assert code == 0, err
     predicted = json.loads(out)["masks"][0]["predictions"][0]["token"]
     run = load_run(student_run)
-    words = ["[CLS]", "the", "cat", "[MASK]", "over", "the", "fence", ".", "[SEP]"]
+    words = ["[CLS]", "the", "big", "cat", "[MASK]", "on", "a", "red", "mat", ".", "[SEP]"]
     ids = np.array([[run.vocabulary.index(word) for word in words]], "int32")
     logits = np.array(run.model({"token_ids": ids, "segment_ids": 0 * ids, "document_ids": 0 * ids + 1,
-                                   "mask_positions": np.array([[3]], "int32")}))[0, 0]
-    logits[sorted(never_predicted(run.vocabulary))] = -np.inf
+                                   "mask_positions": np.array([[4]], "int32")}))[0, 0]
+    logits[never_predicted(run.vocabulary)] = -np.inf
     assert predicted == run.vocabulary[int(logits.argmax())]
 
 
@@ -184,11 +189,14 @@ def test_refuses_a_teacher_that_is_not_a_pretraining_run(tmp_path, capsys):
 @pytest.mark.slow
 def test_refuses_a_student_as_large_as_the_teacher(teacher_run, tmp_path, capsys):
     message = _refusal(["distill", teacher_run, "--out", str(tmp_path / "out"), *TEACHER], capsys)
-    teacher = load_run(teacher_run)
-    size = teacher.model.count_params()
+    size = load_run(teacher_run).model.count_params()
+    # The same blocks, but the tiny preset's 512 positions against the teacher's 64, and the final
+    # LayerNorm of pretraining's pre-LN blocks.
+    student = build_mlm_model(ModelConfig.from_preset("tiny", vocabulary_size=21, num_layers=2, hidden_dim=32,
+                                                      num_heads=4, intermediate_dim=64, norm_first=True)).count_params()
     assert message == (
-        f"the student (L2/H64, {size:,} parameters) is not smaller than the teacher (L2/H64, {size:,}); choose a "
-        "smaller --preset (e.g. tiny) or smaller --num-layers/--hidden-dim")
+        f"the student (L2/H32, {student:,} parameters) is not smaller than the teacher (L2/H32, {size:,}); choose "
+        "a smaller --preset (e.g. tiny) or smaller --num-layers/--hidden-dim")
 
 
 @pytest.mark.slow
