@@ -307,16 +307,19 @@ class Word2Vec(keras.Model):
         self.seed = seed
         self.input_size = input_size
         # word2vec's initialisation: small uniform input vectors, zero output vectors.
+        spread = self.initial_spread / dim
         self.input_embedding = keras.layers.Embedding(
             input_size or vocabulary_size,
             dim,
-            embeddings_initializer=keras.initializers.RandomUniform(-0.5 / dim, 0.5 / dim, seed=seed),
+            embeddings_initializer=keras.initializers.RandomUniform(-spread, spread, seed=seed),
             name="input_embedding",
         )
         self.output_embedding = keras.layers.Embedding(
             output_size, dim, embeddings_initializer="zeros", name="output_embedding"
         )
 
+    # Input rows start uniform in +-initial_spread / dim (word2vec.c: 0.5; gensim and fastText: 1).
+    initial_spread = 0.5
     # True: each input row gets the gradient of the hidden vector itself, not its 1/n share.
     whole_gradient_per_row = False
 
@@ -433,9 +436,12 @@ def corpus_vocabulary(documents: tf.data.Dataset, settings: Word2VecSettings, ve
     return vocabulary, frequencies
 
 
-def fit_word2vec(model: Word2Vec, documents, vocabulary, frequencies, settings: Word2VecSettings, verbose=0):
+def fit_word2vec(
+    model: Word2Vec, documents, vocabulary, frequencies, settings: Word2VecSettings, verbose=0, jit_compile="auto"
+):
     """Fits `model` (a `Word2Vec` or a subclass) with SGD on the examples of `settings`, the
-    learning rate decaying linearly to 1e-4 of itself over the run.
+    learning rate decaying linearly to 1e-4 of itself over the run; `jit_compile` as
+    `keras.Model.compile`.
 
     Returns:
         A `Word2VecResult` whose `vectors` the caller fills in from the trained model.
@@ -448,6 +454,7 @@ def fit_word2vec(model: Word2Vec, documents, vocabulary, frequencies, settings: 
     model.compile(
         optimizer=keras.optimizers.SGD(schedule),
         loss=SigmoidLossSum(),
+        jit_compile=jit_compile,
     )
     speed = _WordsPerSecond(int(frequencies.sum()), verbose)
     # The pass above counted the steps: with them, the schedule ends exactly at the last step.

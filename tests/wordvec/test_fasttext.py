@@ -106,3 +106,24 @@ def test_fasttext_command_then_vectors_answer_unseen_and_misspelled_words(tmp_pa
     assert gensim_model.sg == 0 and gensim_model.wv.bucket == 3000
     expected = [w for w, _ in gensim_model.wv.most_similar("cooking", topn=3)]
     assert [w for w, _ in answers["cooking"]] == expected
+
+
+def test_rows_start_in_fasttexts_range_not_word2vecs():
+    """fastText (and gensim's FastText) start every word and n-gram row uniform in +-1/dim;
+    word2vec's +-0.5/dim, further shrunk by averaging a word with its n-grams, left words
+    without a random part to tell them apart after a short run (all neighbours at 1.000)."""
+    from kmlm.wordvec.fasttext import FastText
+    from kmlm.wordvec.word2vec import Word2Vec
+
+    dim, words = 20, [f"w{i}" for i in range(300)]
+    model = FastText(subword_matrix(words, 3, 6, 2000), 2000, dim, seed=0)
+    model({"input_ids": tf.constant([[0]]), "output_ids": tf.constant([[0]])})
+    ours = np.abs(model.input_embedding.embeddings.numpy())
+    reference = gensim_fasttext.FastText(vector_size=dim, min_count=1, bucket=2000, workers=1)
+    reference.build_vocab([words])
+    theirs = np.abs(np.concatenate([reference.wv.vectors_vocab, reference.wv.vectors_ngrams]))
+    assert ours.max() <= 1 / dim and theirs.max() <= 1 / dim
+    np.testing.assert_allclose(ours.mean(), theirs.mean(), rtol=0.02)  # uniform in +-1/dim: mean |x| = 0.5/dim
+    plain = Word2Vec(len(words), dim, len(words), seed=0)
+    plain({"input_ids": tf.constant([[0]]), "output_ids": tf.constant([[0]])})
+    assert np.abs(plain.input_embedding.embeddings.numpy()).max() <= 0.5 / dim  # word2vec.c keeps its own
