@@ -4,23 +4,27 @@
 kmlm export RUN_DIR --format huggingface --out DIR
 ```
 
-writes `config.json`, `model.safetensors` (safetensors only, never pickle), `vocab.txt` and
-`tokenizer_config.json`, which `AutoModelForMaskedLM.from_pretrained(DIR)` (or
+writes `config.json`, `model.safetensors` (safetensors only, never pickle), the tokenizer's
+files and `tokenizer_config.json`, which `AutoModelForMaskedLM.from_pretrained(DIR)` (or
 `AutoModelForSequenceClassification` for a classifier) and `AutoTokenizer.from_pretrained(DIR)`
 load. The weights are the run's own, tensor for tensor (`kmlm.interop.huggingface_layouts`):
 
 | kmlm | exported as |
 |---|---|
-| post-LN run (BERT, a converted BERT checkpoint) | `BertForMaskedLM` (`BertForPreTraining` with a next-sentence head) |
+| post-LN run (BERT, a converted BERT or DistilBERT checkpoint) | `BertForMaskedLM` (`BertForPreTraining` with a next-sentence head) |
 | pre-LN run (the `kmlm pretrain` default) | `RobertaPreLayerNormForMaskedLM` |
+| a run converted from RoBERTa, ALBERT or ELECTRA | its family: `RobertaForMaskedLM`, `AlbertForMaskedLM` (`AlbertForPreTraining` with its SOP head), `ElectraForMaskedLM` |
 | `kmlm finetune --task classify` or `pair` | `...ForSequenceClassification`, with the label names |
-| a converted checkpoint without an MLM head | `BertModel` / `RobertaPreLayerNormModel` |
+| a converted checkpoint without an MLM head | the family's base model (`BertModel`, `ElectraModel`, ...) |
 
-The tokenizer is BERT's WordPiece tokenizer over the run's vocabulary, cased or not as the
-run was trained, so it gives kmlm's ids for the pre-LN layout too. An option that no
-transformers layout computes is refused with one line naming it (never exported as a
-different model): a GEGLU feed-forward (`gated_ffn`), and a pre-LN MLM whose activation is
-not exact GELU (roberta-prelayernorm's MLM head always applies exact GELU).
+The tokenizer is the run's own (`kmlm.interop.huggingface_tokenizers.tokenizer_files`):
+BERT's WordPiece over the run's vocabulary, cased or not as the run was trained, and a
+converted RoBERTa's byte-level BPE (vocab.json, merges.txt) or ALBERT's SentencePiece model
+(spiece.model) with the checkpoint's own special tokens. An option that no transformers
+layout computes is refused with one line naming it (never exported as a different model): a
+GEGLU feed-forward (`gated_ffn`), a factorized embedding or shared layers outside the ALBERT
+and ELECTRA layouts, and an MLM whose activation is not exact GELU in a layout whose MLM head
+always applies exact GELU (roberta-prelayernorm, roberta, electra).
 
 `kmlm convert DIR --out RUN_DIR` reads the directory back into the same weights.
 """
@@ -39,9 +43,10 @@ from kmlm.files import disk_full_error, is_disk_full, size_on_disk
 from kmlm.interop.huggingface_layouts import (
     dense_tensors,
     encoder_tensors,
-    layout_for,
+    export_layout,
     masked_lm_head_tensors,
 )
+from kmlm.interop.huggingface_tokenizers import EXPORT_LAYOUTS, tokenizer_files
 
 # kmlm activation -> the `hidden_act` computing the same function in transformers.
 HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
@@ -56,7 +61,8 @@ class HuggingFaceExport:
 
     Attributes:
         path: the directory.
-        model_type: `model_type` of its config.json ("bert", "roberta-prelayernorm").
+        model_type: `model_type` of its config.json ("bert", "roberta-prelayernorm",
+            "roberta", "albert", "electra").
         architecture: the transformers class (`BertForMaskedLM`, ...).
         tensors: number of tensors in model.safetensors.
         labels: the classifier's label names in id order, or None.
@@ -72,8 +78,13 @@ class HuggingFaceExport:
     left_out: list = dataclasses.field(default_factory=list)
 
 
-def unsupported_option(config, masked_lm=True):
+def unsupported_option(config, masked_lm=True, layout=None):
     """The one-line reason a `ModelConfig` has no transformers layout, or None when it has one.
+
+    Args:
+        config: the run's `ModelConfig`.
+        masked_lm: whether the MLM head is exported.
+        layout: the layout to write (`export_layout`); by default the one of a kmlm run.
 
     Example:
     >>> from kmlm.config import ModelConfig
@@ -82,39 +93,63 @@ def unsupported_option(config, masked_lm=True):
     >>> unsupported_option(ModelConfig(norm_first=True)) is None
     True
     """
+    layout = layout or export_layout(config.norm_first)
     if config.gated_ffn:
         return ("gated_ffn=True (a GEGLU feed-forward) has no Hugging Face transformers layout; only runs with "
                 "the plain feed-forward export")
     if config.activation not in HF_ACTIVATIONS:
         return f"activation={config.activation!r} has no Hugging Face transformers equivalent"
-    if config.embedding_dim is not None or config.share_layers:
+    factorized = config.embedding_dim is not None and layout.embedding_projection is None
+    if factorized or config.share_layers != layout.shares_blocks:
         return (f"embedding_dim={config.embedding_dim}, share_layers={config.share_layers} (a factorized embedding or "
-                "shared layers, as ALBERT and small ELECTRA models have) is not exported: kmlm writes the bert and "
-                "roberta-prelayernorm layouts only")
-    if config.norm_first and masked_lm and config.activation != "gelu":
-        return (f"activation={config.activation!r} in a pre-LN masked LM has no Hugging Face transformers layout: "
-                "roberta-prelayernorm's MLM head always applies exact GELU ('gelu')")
+                f"shared layers, as ALBERT and small ELECTRA models have) has no place in the {layout.model_type} "
+                "layout: only runs converted from ALBERT or ELECTRA export them, in their own layout")
+    if masked_lm and layout.mlm_exact_gelu and config.activation != "gelu":
+        kind = "a pre-LN masked LM" if config.norm_first else f"a masked LM exported as {layout.model_type}"
+        return (f"activation={config.activation!r} in {kind} has no Hugging Face transformers layout: "
+                f"{layout.model_type}'s MLM head always applies exact GELU ('gelu')")
     return None
 
 
+def unsupported_tokenizer(record, layout, converted_from=None):
+    """The one-line reason the run's tokenizer (a `TokenizerRecord`, None for WordPiece) has no
+    place in `layout`, or None."""
+    kind = record.kind if record is not None else None
+    if kind is None:
+        fits = all(layout.model_type not in names for names in EXPORT_LAYOUTS.values())
+    else:
+        fits = layout.model_type in EXPORT_LAYOUTS[kind]
+    if fits:
+        return None
+    source = f" (converted from {converted_from})" if converted_from else ""
+    return (f"its {kind or 'WordPiece'} tokenizer{source} has no place in the {layout.model_type} layout; kmlm exports "
+            "byte_bpe tokenizers as roberta, sentencepiece as albert and WordPiece in the other layouts")
+
+
 def hf_config(config, layout, architecture, ids):
-    """The transformers config.json dict of a kmlm `ModelConfig` in `layout`."""
-    return {
+    """The transformers config.json dict of a kmlm `ModelConfig` in `layout` (its keys are the
+    family's, `Layout.config_name`: the names `kmlm convert` reads)."""
+    fields = {
+        "vocabulary_size": config.vocabulary_size,
+        "hidden_dim": config.hidden_dim,
+        "num_layers": config.num_layers,
+        "num_heads": config.num_heads,
+        "intermediate_dim": config.intermediate_dim,
+        "activation": HF_ACTIVATIONS[config.activation],
+        "dropout": config.dropout,
+        "attention_dropout": config.attention_dropout,
+        "max_position": config.max_position + layout.position_offset(ids.pad),
+        # A run without segment embeddings adds nothing: one all-zero segment row.
+        "num_segments": max(config.num_segments, 1),
+        "initializer_range": config.initializer_range,
+        "layer_norm_epsilon": config.layer_norm_epsilon,
+    }
+    if layout.embedding_projection:
+        fields["embedding_dim"] = config.embedding_dim or config.hidden_dim
+    settings = {layout.config_name(field): value for field, value in fields.items()}
+    settings.update({
         "architectures": [architecture],
         "model_type": layout.model_type,
-        "vocab_size": config.vocabulary_size,
-        "hidden_size": config.hidden_dim,
-        "num_hidden_layers": config.num_layers,
-        "num_attention_heads": config.num_heads,
-        "intermediate_size": config.intermediate_dim,
-        "hidden_act": HF_ACTIVATIONS[config.activation],
-        "hidden_dropout_prob": config.dropout,
-        "attention_probs_dropout_prob": config.attention_dropout,
-        "max_position_embeddings": config.max_position + layout.position_offset(ids.pad),
-        # A run without segment embeddings adds nothing: one all-zero segment row.
-        "type_vocab_size": max(config.num_segments, 1),
-        "initializer_range": config.initializer_range,
-        "layer_norm_eps": config.layer_norm_epsilon,
         "pad_token_id": ids.pad,
         "bos_token_id": ids.cls,
         "eos_token_id": ids.sep,
@@ -123,24 +158,9 @@ def hf_config(config, layout, architecture, ids):
         "add_cross_attention": False,
         "tie_word_embeddings": True,
         "dtype": "float32",
-    }
-
-
-def tokenizer_config(lowercase, max_length):
-    """tokenizer_config.json: BERT's WordPiece over vocab.txt, as kmlm's tokenizer splits text
-    (lowercasing and stripping accents together, every CJK character its own word)."""
-    return {
-        "tokenizer_class": "BertTokenizer",
-        "do_lower_case": bool(lowercase),
-        "strip_accents": None,  # follows do_lower_case, as kmlm's does
-        "tokenize_chinese_chars": True,
-        "model_max_length": int(max_length),
-        "unk_token": "[UNK]",
-        "sep_token": "[SEP]",
-        "pad_token": "[PAD]",
-        "cls_token": "[CLS]",
-        "mask_token": "[MASK]",
-    }
+        **layout.config_extras,
+    })
+    return settings
 
 
 def _arrays(tensors):
@@ -215,11 +235,23 @@ def _add_zero_segment_table(arrays, config):
                                                                                         np.float32)
 
 
+def _add_identity_projection(arrays, config, layout):
+    """ALBERT always projects the embedding to the hidden width: a run with E == H (no kmlm
+    projection) gets the identity there, which computes what kmlm computes."""
+    if not layout.always_projects or config.embedding_dim is not None:
+        return
+    name = next(name for name in arrays if name.endswith(f"{layout.embeddings}word_embeddings.weight"))
+    projection = name[: -len(f"{layout.embeddings}word_embeddings.weight")] + layout.embedding_projection
+    arrays[f"{projection}.weight"] = np.eye(config.hidden_dim, dtype=np.float32)
+    arrays[f"{projection}.bias"] = np.zeros(config.hidden_dim, np.float32)
+
+
 def export_huggingface(run_dir, out, verbose=1):
     """Writes the Hugging Face transformers directory `out` for a kmlm run or classifier.
 
     Args:
-        run_dir: a `kmlm pretrain` / `kmlm convert` run directory, or a `kmlm finetune`
+        run_dir: a `kmlm pretrain` / `kmlm convert` run directory (a converted RoBERTa,
+            ALBERT or ELECTRA is written in its own family's layout), or a `kmlm finetune`
             output of task classify or pair.
         out: the directory to write; must not exist or be empty. It is written under a
             temporary name beside it and renamed into place.
@@ -229,7 +261,7 @@ def export_huggingface(run_dir, out, verbose=1):
         A `HuggingFaceExport`.
 
     Raises:
-        ValueError: for a run option no transformers layout computes, a task without a
+        ValueError: for a run option or tokenizer no transformers layout holds, a task without a
             transformers head, or an `out` that holds files.
 
     Example (needs a run directory, so not run here; tests/interop export tiny runs):
@@ -241,14 +273,14 @@ def export_huggingface(run_dir, out, verbose=1):
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise ValueError(f"--out {out!r} already exists and is not empty; choose a new directory")
     config, vocabulary, lowercase, task, source = _source(run_dir)
-    problem = unsupported_option(config, masked_lm=task is None)
-    record = getattr(getattr(source, "config", None), "tokenizer", None)
-    if problem is None and record is not None:
-        problem = (f"its {record.kind} tokenizer (converted from {(source.config.converted_from or {}).get('model_type')}) is "
-                   "not exported: kmlm writes WordPiece tokenizers only")
+    run_config = getattr(source, "config", None) if task is None else None
+    family = ((run_config.converted_from if run_config else None) or {}).get("model_type")
+    record = run_config.tokenizer if run_config else None
+    layout = export_layout(config.norm_first, family)
+    problem = unsupported_option(config, masked_lm=task is None, layout=layout) or unsupported_tokenizer(
+        record, layout, family)
     if problem:
         raise ValueError(f"cannot export {run_dir!r} to Hugging Face: {problem}")
-    layout = layout_for(config.norm_first)
     ids = special_ids(vocabulary)
     left_out = []
     if task is None:
@@ -256,6 +288,7 @@ def export_huggingface(run_dir, out, verbose=1):
     else:
         kind, arrays = EXPORTED_TASKS[task.task], classifier_arrays(source, layout, ids)
     _add_zero_segment_table(arrays, config)
+    _add_identity_projection(arrays, config, layout)
     architecture = layout.classes[kind]
     settings = hf_config(config, layout, architecture, ids)
     labels = None
@@ -267,18 +300,15 @@ def export_huggingface(run_dir, out, verbose=1):
             classifier_dropout=float(source.get_layer("dropout").rate),
             problem_type="single_label_classification",
         )
-    files = {
-        "config.json": json.dumps(settings, indent=2, sort_keys=True) + "\n",
-        "tokenizer_config.json": json.dumps(tokenizer_config(lowercase, config.max_position), indent=2) + "\n",
-        "vocab.txt": "".join(token + "\n" for token in vocabulary),
-    }
+    files = {"config.json": json.dumps(settings, indent=2, sort_keys=True) + "\n",
+             **tokenizer_files(run_dir, vocabulary, lowercase, record, config.max_position)}
     _write_directory(out, files, arrays)
     result = HuggingFaceExport(path=out, model_type=layout.model_type, architecture=architecture,
                                tensors=len(arrays), labels=labels, left_out=left_out)
     if verbose:
         named = f", labels {', '.join(labels)}" if labels else ""
-        print(f"wrote {architecture} ({layout.model_type}, {len(arrays)} tensors{named}) to {out}: config.json, "
-              "model.safetensors, vocab.txt, tokenizer_config.json", flush=True)
+        print(f"wrote {architecture} ({layout.model_type}, {len(arrays)} tensors{named}) to {out}: "
+              f"{', '.join(['model.safetensors', *files])}", flush=True)
         for item in left_out:
             print(f"not exported: {item}", flush=True)
     return result
@@ -295,9 +325,10 @@ def _write_directory(out, files, arrays):
     try:
         try:
             os.makedirs(temp)
-            for name, text in files.items():
-                with open(os.path.join(temp, name), "w", encoding="utf-8") as file:
-                    file.write(text)
+            for name, content in files.items():
+                data = content if isinstance(content, bytes) else content.encode("utf-8")
+                with open(os.path.join(temp, name), "wb") as file:
+                    file.write(data)
             tensors = {name: np.ascontiguousarray(value, np.float32) for name, value in arrays.items()}
             # transformers reads the "format" entry to know the tensors are PyTorch's layout.
             save_file(tensors, os.path.join(temp, "model.safetensors"), metadata={"format": "pt"})

@@ -9,12 +9,13 @@ the tensors it names and `kmlm export --format huggingface`
 | post-LN (BERT) | `bert` | `BertForMaskedLM`, `BertForPreTraining`, `BertModel`, `BertForSequenceClassification` |
 | pre-LN | `roberta-prelayernorm` | `RobertaPreLayerNormForMaskedLM`, `...Model`, `...ForSequenceClassification` |
 | post-LN, no segments (import) | `distilbert` | `DistilBertForMaskedLM`, `DistilBertModel` |
-| post-LN, positions after padding (import) | `roberta` | `RobertaForMaskedLM`, `RobertaModel` |
-| factorized embedding, one shared block (import) | `albert` | `AlbertForMaskedLM`, `AlbertForPreTraining`, `AlbertModel` |
-| embedding projection when E != H (import) | `electra` | `ElectraForMaskedLM` (generator), `ElectraForPreTraining` (discriminator's encoder), `ElectraModel` |
+| post-LN, positions after padding | `roberta` | `RobertaForMaskedLM`, `RobertaModel` |
+| factorized embedding, one shared block | `albert` | `AlbertForMaskedLM`, `AlbertForPreTraining`, `AlbertModel` |
+| embedding projection when E != H | `electra` | `ElectraForMaskedLM` (generator), `ElectraForPreTraining` (discriminator's encoder, import), `ElectraModel` |
 
-The families marked "import" are read by `kmlm convert` only; `kmlm export --format
-huggingface` writes the first two layouts.
+`kmlm export --format huggingface` writes the first two layouts for kmlm's own runs, and a
+run converted from roberta, albert or electra back in its family's layout
+(`export_layout`); `distilbert` is read by `kmlm convert` only (its runs export as `bert`).
 
 The pre-LN layout numbers positions from `pad_token_id + 1` (fairseq's convention, with the
 padding tokens at `pad_token_id`), so kmlm's position row i is its row i + pad_token_id + 1
@@ -60,6 +61,8 @@ class Layout:
         config_names: `ModelConfig` field -> config.json key, where the family spells it
             differently from BERT.
         mlm_exact_gelu: the MLM head applies exact GELU whatever `hidden_act` says.
+        always_projects: the embedding projection exists even when E == H (ALBERT).
+        config_extras: fixed config.json entries an export writes for the family.
     """
 
     model_type: str
@@ -88,6 +91,8 @@ class Layout:
     ffn_output: str = "output.dense"
     config_names: dict = dataclasses.field(default_factory=dict)
     mlm_exact_gelu: bool = False
+    always_projects: bool = False
+    config_extras: dict = dataclasses.field(default_factory=dict)
 
     @property
     def shares_blocks(self):
@@ -234,6 +239,8 @@ LAYOUTS = {
         attention_output="attention.dense",
         ffn_inner="ffn",
         ffn_output="ffn_output",
+        always_projects=True,
+        config_extras={"num_hidden_groups": 1, "inner_group_num": 1},
     ),
     # The generator (ElectraForMaskedLM); a discriminator (ElectraForPreTraining) converts its
     # encoder, and its replaced-token head is listed as ignored.
@@ -260,9 +267,26 @@ LAYOUTS = {
 }
 
 
+# Families a converted run is exported back to (a DistilBERT run is written as BERT).
+EXPORTED_FAMILIES = ("roberta", "albert", "electra")
+
+
 def layout_for(norm_first):
     """The layout of a kmlm encoder: `bert` for post-LN, `roberta-prelayernorm` for pre-LN."""
     return LAYOUTS["roberta-prelayernorm" if norm_first else "bert"]
+
+
+def export_layout(norm_first, converted_from=None):
+    """The layout an export writes: the family a run was converted from when it has one of
+    `EXPORTED_FAMILIES`, else `layout_for(norm_first)`.
+
+    Example:
+    >>> export_layout(False, "albert").model_type, export_layout(False, "distilbert").model_type
+    ('albert', 'bert')
+    """
+    if converted_from in EXPORTED_FAMILIES:
+        return LAYOUTS[converted_from]
+    return layout_for(norm_first)
 
 
 @dataclasses.dataclass(frozen=True)

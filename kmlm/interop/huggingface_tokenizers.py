@@ -1,4 +1,6 @@
-"""The tokenizer of a Hugging Face checkpoint directory, read as a kmlm vocabulary.
+"""The tokenizer of a Hugging Face checkpoint directory, read as a kmlm vocabulary, and the
+files that give it back (`read_tokenizer` for `kmlm convert`, `tokenizer_files` for
+`kmlm export --format huggingface`).
 
 | files | kind | kmlm run directory |
 |---|---|---|
@@ -9,7 +11,8 @@
 The special tokens take kmlm's names in vocab.txt (`<s>` is `[CLS]`, `<pad>` is `[PAD]`, ...)
 at the checkpoint's ids, so everything that reads a kmlm vocabulary (fill-mask's `[MASK]`,
 never-predicted tokens, packing) works unchanged; config.json's "tokenizer" section keeps
-the original names.
+the original names, which an export writes back (vocab.json, tokenizer_config.json), so
+`AutoTokenizer.from_pretrained` of an exported directory gives the checkpoint's ids.
 """
 
 import dataclasses
@@ -21,6 +24,8 @@ from kmlm.files import read_json
 from kmlm.pipelines import check_vocabulary, load_vocabulary
 from kmlm.run_directory import TOKENIZER_FILES, TokenizerRecord
 
+# The layouts each tokenizer kind is exported in (WordPiece: every other layout).
+EXPORT_LAYOUTS = {"byte_bpe": ("roberta",), "sentencepiece": ("albert",)}
 # kmlm special token -> tokenizer_config.json key and its default per kind.
 SPECIAL_DEFAULTS = {
     "byte_bpe": {"[PAD]": ("pad_token", "<pad>"), "[UNK]": ("unk_token", "<unk>"), "[CLS]": ("cls_token", "<s>"),
@@ -166,3 +171,68 @@ def read_tokenizer(hf_dir, model_type):
             if os.path.isfile(os.path.join(hf_dir, "vocab.json")) else ""
         raise FileNotFoundError(f"{hf_dir!r} has no vocab.txt{bpe}; kmlm needs the WordPiece vocabulary file")
     return _wordpiece(hf_dir)
+
+
+def wordpiece_settings(lowercase, max_length):
+    """tokenizer_config.json of a WordPiece vocabulary: BERT's tokenizer over vocab.txt, as kmlm's
+    tokenizer splits text (lowercasing and stripping accents together, every CJK character its
+    own word)."""
+    return {
+        "tokenizer_class": "BertTokenizer",
+        "do_lower_case": bool(lowercase),
+        "strip_accents": None,  # follows do_lower_case, as kmlm's does
+        "tokenize_chinese_chars": True,
+        "model_max_length": int(max_length),
+        "unk_token": "[UNK]",
+        "sep_token": "[SEP]",
+        "pad_token": "[PAD]",
+        "cls_token": "[CLS]",
+        "mask_token": "[MASK]",
+    }
+
+
+def _special_settings(record):
+    """tokenizer_config.json's special-token entries: the checkpoint's own names (`record`),
+    [CLS] and [SEP] as its bos and eos too, as RoBERTa and ALBERT use them."""
+    names = {kmlm_name: record.special_tokens.get(kmlm_name, default)
+             for kmlm_name, (_, default) in SPECIAL_DEFAULTS[record.kind].items()}
+    settings = {key: names[kmlm_name] for kmlm_name, (key, _) in SPECIAL_DEFAULTS[record.kind].items()}
+    settings.update(bos_token=names["[CLS]"], eos_token=names["[SEP]"])
+    return names, settings
+
+
+def _read_run_file(run_dir, kind):
+    with open(os.path.join(run_dir, TOKENIZER_FILES[kind]), "rb") as f:
+        return f.read()
+
+
+def tokenizer_files(run_dir, vocabulary, lowercase, record, max_length):
+    """The Hugging Face tokenizer files {name: text or bytes} of a run's tokenizer, the inverse of
+    `read_tokenizer`: vocab.txt (WordPiece), vocab.json + merges.txt (byte-level BPE) or
+    spiece.model (SentencePiece), each with its tokenizer_config.json.
+
+    Example:
+    >>> from kmlm.pipelines import SPECIAL_TOKENS
+    >>> sorted(tokenizer_files("unused", list(SPECIAL_TOKENS), True, None, 128))
+    ['tokenizer_config.json', 'vocab.txt']
+    """
+    if record is None:
+        return {"vocab.txt": "".join(token + "\n" for token in vocabulary),
+                "tokenizer_config.json": _json(wordpiece_settings(lowercase, max_length))}
+    names, specials = _special_settings(record)
+    stored = _read_run_file(run_dir, record.kind)
+    if record.kind == "byte_bpe":
+        pieces = {names.get(token, token): i for i, token in enumerate(vocabulary)}
+        settings = {"tokenizer_class": "RobertaTokenizer", "add_prefix_space": False, "errors": "replace",
+                    "model_max_length": int(max_length), **specials}
+        # merges.txt as transformers and tokenizers write it, with its version line.
+        return {"vocab.json": _json(pieces), "merges.txt": "#version: 0.2\n" + stored.decode("utf-8"),
+                "tokenizer_config.json": _json(settings)}
+    settings = {"tokenizer_class": "AlbertTokenizer", "do_lower_case": bool(lowercase),
+                "keep_accents": not record.strip_accents, "remove_space": True, "model_max_length": int(max_length),
+                **specials}
+    return {"spiece.model": stored, "tokenizer_config.json": _json(settings)}
+
+
+def _json(values):
+    return json.dumps(values, indent=2, ensure_ascii=False) + "\n"
