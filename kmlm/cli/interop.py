@@ -24,7 +24,7 @@ def add_convert_command(commands):
                     "directory: encoder, MLM head "
                     "and [CLS] pooler when the checkpoint has them. The result works with fill-mask (MLM head "
                     "needed), evaluate, score, generate, embed and fine-tuning; export --format huggingface "
-                    "takes the WordPiece families (BERT, DistilBERT).")
+                    "writes each family back (DistilBERT as BERT).")
     conv.add_argument("hf_dir", metavar="HF_DIR", help="Hugging Face model directory")
     conv.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write (new or empty)")
     conv.add_argument("--seq-len", type=positive_int, default=128,
