@@ -1,7 +1,10 @@
-"""Word2Vec: skip-gram and CBOW with negative sampling (or hierarchical softmax), trained
-with `model.fit` on a tf.data pipeline that makes the training examples in the graph.
+"""Word2Vec: skip-gram and CBOW with negative sampling (or hierarchical softmax).
 
-The pipeline, per chunk of documents:
+Negative sampling trains in compiled CPU code (`kmlm.wordvec.word2vec_kernel`): the corpus
+is turned into word ids once, then every epoch subsamples, draws windows and negatives and
+updates the tables in place, one thread per worker. Hierarchical softmax (and
+`kmlm.wordvec.fasttext`) train with `model.fit` on a tf.data pipeline that makes the
+training examples in the graph, per chunk of documents:
 
 ```
 documents ──> words (lowercase, split on non-letters, every CJK character a word)
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import os
 import time
 
 import keras
@@ -31,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from kmlm.training import tf_data_fit
+from kmlm.wordvec import word2vec_kernel
 from kmlm.wordvec.vectors import WordVectors, write_vectors_directory
 from kmlm.pipelines.segmentation import check_segmenter
 from kmlm.wordvec.words import build_vocabulary, count_words, known_word_ids, word_id_table
@@ -57,11 +62,13 @@ class Word2VecSettings:
         min_count: words seen fewer times are dropped from the corpus.
         subsample: threshold t of frequent-word subsampling (0 disables it).
         epochs: passes over the corpus.
-        batch_size: examples per training step.
+        batch_size: examples per training step of `model.fit` (hierarchical softmax, FastText).
         learning_rate: SGD step size at the start; it decays linearly to 1e-4 of itself.
         table_size: entries of the negative-sampling table.
         seed: seed of initialisation, subsampling, windows and negatives.
         segmenter: None, or "jieba": Chinese words are words, not characters (`split_words`).
+        workers: threads training at once with negative sampling (0: one per CPU core); with
+            one worker a seed gives the same vectors on every run.
     """
 
     model: str = "skipgram"
@@ -77,6 +84,7 @@ class Word2VecSettings:
     table_size: int = 10_000_000
     seed: int = 0
     segmenter: str | None = None
+    workers: int = 0
 
     def validate(self):
         check_segmenter(self.segmenter)
@@ -95,6 +103,8 @@ class Word2VecSettings:
             raise ValueError(f"subsample={self.subsample} must be >= 0 (0 disables subsampling)")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be positive")
+        if self.workers < 0:
+            raise ValueError(f"workers={self.workers} must be >= 0 (0: one per CPU core)")
 
 
 # --------------------------------------------------------------------------- word statistics
@@ -418,9 +428,79 @@ def train_word2vec(documents: tf.data.Dataset, settings: Word2VecSettings | None
     output_size = len(vocabulary) - 1 if settings.hierarchical_softmax else len(vocabulary)
     keras.utils.set_random_seed(settings.seed)
     model = Word2Vec(len(vocabulary), settings.dim, output_size, seed=settings.seed, name=f"word2vec_{settings.model}")
-    result = fit_word2vec(model, documents, vocabulary, frequencies, settings, verbose)
+    if settings.hierarchical_softmax:
+        result = fit_word2vec(model, documents, vocabulary, frequencies, settings, verbose)
+    else:
+        result = train_negative_sampling(model, documents, vocabulary, frequencies, settings, verbose)
     result.vectors = WordVectors(vocabulary, model.input_embedding.embeddings.numpy(), counts=frequencies)
     return result
+
+
+def corpus_ids(documents: tf.data.Dataset, vocabulary, segmenter=None) -> tuple[np.ndarray, np.ndarray]:
+    """The corpus as one stream of vocabulary ids (`known_word_ids`: other words removed).
+
+    Returns:
+        (ids, starts): ids [N] int32, documents one after another; starts [n + 1] int64, the
+        offset of each document in `ids`, then N.
+
+    Example:
+    >>> ids, starts = corpus_ids(tf.data.Dataset.from_tensor_slices(["a x b", "x", "b"]), ["a", "b"])
+    >>> ids.tolist(), starts.tolist()
+    ([0, 1, 1], [0, 2, 2, 3])
+    """
+    table = word_id_table(vocabulary)
+    batches = documents.batch(1024).map(lambda texts: (tf.size(texts), *known_word_ids(texts, table, segmenter)))
+    ids, lengths = [], []
+    for size, values, rows in batches.prefetch(2).as_numpy_iterator():
+        ids.append(values)
+        lengths.append(np.bincount(rows, minlength=size))
+    ids = np.concatenate(ids).astype(np.int32) if ids else np.zeros(0, np.int32)
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    return ids, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def train_negative_sampling(model: Word2Vec, documents, vocabulary, frequencies, settings: Word2VecSettings,
+                            verbose=0) -> Word2VecResult:
+    """Trains the tables of `model` with negative sampling in `kmlm.wordvec.word2vec_kernel`,
+    `settings.workers` threads at once, the learning rate decaying linearly to 1e-4 of itself
+    over the run.
+
+    Returns:
+        A `Word2VecResult` (`history["loss"]`: the mean logistic loss of an example, target and
+        negatives summed, per epoch); the caller fills in `vectors`.
+    """
+    model({"input_ids": tf.zeros([1, 1], tf.int32), "output_ids": tf.zeros([1, 1], tf.int32)})  # builds the tables
+    syn0 = np.ascontiguousarray(model.input_embedding.embeddings.numpy(), dtype=np.float32)
+    syn1 = np.zeros_like(syn0)
+    ids, starts = corpus_ids(documents, vocabulary, settings.segmenter)
+    spans = word2vec_kernel.split_spans(starts, settings.workers or os.cpu_count() or 1)
+    keep = keep_probabilities(frequencies, settings.subsample)
+    table = sampling_table(frequencies, settings.table_size)
+    options = dict(cbow=settings.model == "cbow", window=settings.window, negatives=settings.negatives,
+                   seed=settings.seed)
+    _compile_kernel(syn0, ids, keep, table, options)
+    words = int(len(ids))
+    rates, losses = [], []
+    for epoch in range(settings.epochs):
+        lr_begin, lr_end = (settings.learning_rate * (1 - (1 - 1e-4) * e / settings.epochs) for e in (epoch, epoch + 1))
+        start = time.perf_counter()
+        loss, examples = word2vec_kernel.train_epoch(syn0, syn1, ids, spans, keep, table, lr_begin=lr_begin,
+                                                     lr_end=lr_end, epoch=epoch, **options)
+        rates.append(words / (time.perf_counter() - start))
+        losses.append(loss / max(examples, 1))
+        if verbose:
+            print(f"epoch {epoch + 1}/{settings.epochs}: loss {losses[-1]:.4f}, {rates[-1]:,.0f} words/s", flush=True)
+    model.input_embedding.embeddings.assign(syn0)
+    model.output_embedding.embeddings.assign(syn1)
+    return Word2VecResult(vectors=None, model=model, words_per_second=rates, history={"loss": losses})
+
+
+def _compile_kernel(syn0, ids, keep, table, options):
+    """Compiles (or loads from Numba's cache) the kernel for these array types, so that the
+    first epoch's words/s is training alone."""
+    tiny = np.zeros((2, syn0.shape[1]), np.float32)
+    word2vec_kernel.train_span(tiny, tiny.copy(), ids[:0], np.zeros(1, np.int64), keep[:2], table[:1],
+                               options["cbow"], options["window"], options["negatives"], 0.0, 0.0, np.uint64(0))
 
 
 def corpus_vocabulary(documents: tf.data.Dataset, settings: Word2VecSettings, verbose=0):

@@ -1,0 +1,256 @@
+"""The compiled CPU trainer of word2vec with negative sampling (skip-gram and CBOW).
+
+One Numba-compiled function trains a span of documents for one epoch: it subsamples the
+frequent words, draws each target's reduced window and its negatives, and applies the SGD
+updates in place. Workers train disjoint spans at the same time on the same tables without
+locks (Hogwild), each in a thread that the compiled code runs without the GIL.
+
+Skip-gram shares one draw of K negatives among all the context words of a target window, as
+Intel's HogBatch does (Ji et al. 2016): the window's scores are one [m, 1 + K] matrix product
+of the m context rows with the output rows of the target and its negatives, so those output
+rows are read and written once per window instead of once per pair:
+
+```
+X = syn0[contexts]  [m, D]      Y = syn1[target, negatives]  [1 + K, D]
+G = lr * (labels - sigmoid(X Y^T))   [m, 1 + K]   (labels: 1 for the target, 0 for negatives)
+syn0[contexts] += G Y               syn1[target, negatives] += G^T X
+```
+
+CBOW is word2vec's: the mean h of the context rows scores the target and K negatives; the
+output rows move by g h and every context row by the whole sum of g * output row.
+
+Randomness is word2vec's linear congruential generator, seeded per worker and epoch, so one
+worker with a seed gives the same vectors on every run.
+
+Example:
+>>> syn0 = np.array([[0.1, 0.2], [0.3, -0.1], [0.0, 0.4]], np.float32)
+>>> syn1 = np.zeros((3, 2), np.float32)
+>>> float(skipgram_step(syn0, syn1, np.array([0, 1]), np.array([2, 1]), 0.5, step_scratch(1, 2)))
+2.772588...
+>>> syn1[2].round(3).tolist()  # the target's output row moved towards both context rows
+[0.1, 0.025]
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+from numba import njit
+
+# Words in one piece of a document: windows never cross pieces (word2vec: 1000, gensim: 10000).
+PIECE_WORDS = 10_000
+_LCG_MULTIPLIER = np.uint64(25214903917)
+_LCG_INCREMENT = np.uint64(11)
+_KERNEL = dict(nogil=True, fastmath=True, cache=True)
+
+
+@njit(**_KERNEL)
+def _next_random(state):
+    return state * _LCG_MULTIPLIER + _LCG_INCREMENT
+
+
+@njit(**_KERNEL)
+def _logistic(score, label):
+    """(label - sigmoid(score), the logistic loss of `score` for `label`), computed stably."""
+    e = math.exp(-abs(score))
+    sigmoid = 1.0 / (1.0 + e) if score >= 0 else e / (1.0 + e)
+    margin = -score if label > 0 else score
+    return label - sigmoid, max(margin, 0.0) + math.log1p(e)
+
+
+def step_scratch(negatives: int, dim: int) -> np.ndarray:
+    """The scratch buffer of `skipgram_step` and `cbow_step` for up to 1 + `negatives` outputs."""
+    return np.empty((2 * (1 + negatives) + 1, dim), dtype=np.float32)
+
+
+@njit(**_KERNEL)
+def skipgram_step(syn0, syn1, contexts, outputs, lr, scratch):
+    """One HogBatch update: the context rows `contexts` of syn0 against the output rows
+    `outputs` of syn1 (the target first, label 1, then negatives, label 0). Returns the
+    summed logistic loss. `scratch` is a `step_scratch` buffer."""
+    k_out = outputs.shape[0]
+    dim = syn0.shape[1]
+    old_outputs = scratch[:k_out]
+    output_change = scratch[k_out : 2 * k_out]
+    neu1e = scratch[-1]
+    for k in range(k_out):
+        old_outputs[k] = syn1[outputs[k]]
+        output_change[k] = 0.0
+    loss = 0.0
+    for a in range(contexts.shape[0]):
+        row = syn0[contexts[a]]
+        neu1e[:] = 0.0
+        for k in range(k_out):
+            score = 0.0
+            for d in range(dim):
+                score += row[d] * old_outputs[k, d]
+            g, pair_loss = _logistic(score, 1.0 if k == 0 else 0.0)
+            loss += pair_loss
+            g *= lr
+            for d in range(dim):
+                neu1e[d] += g * old_outputs[k, d]
+                output_change[k, d] += g * row[d]
+        for d in range(dim):
+            row[d] += neu1e[d]
+    for k in range(k_out):
+        row = syn1[outputs[k]]
+        for d in range(dim):
+            row[d] += output_change[k, d]
+    return loss
+
+
+@njit(**_KERNEL)
+def cbow_step(syn0, syn1, contexts, outputs, lr, scratch):
+    """One CBOW update: the mean of the context rows of syn0 against the output rows `outputs`
+    of syn1 (the target first, then negatives); every context row moves by the whole input
+    gradient, as word2vec and gensim move them. Returns the summed logistic loss."""
+    dim = syn0.shape[1]
+    hidden = scratch[0]
+    neu1e = scratch[-1]
+    hidden[:] = 0.0
+    for a in range(contexts.shape[0]):
+        row = syn0[contexts[a]]
+        for d in range(dim):
+            hidden[d] += row[d]
+    inverse = np.float32(1.0 / contexts.shape[0])
+    for d in range(dim):
+        hidden[d] *= inverse
+    neu1e[:] = 0.0
+    loss = 0.0
+    for k in range(outputs.shape[0]):
+        row = syn1[outputs[k]]
+        score = 0.0
+        for d in range(dim):
+            score += hidden[d] * row[d]
+        g, pair_loss = _logistic(score, 1.0 if k == 0 else 0.0)
+        loss += pair_loss
+        g *= lr
+        for d in range(dim):
+            neu1e[d] += g * row[d]
+            row[d] += g * hidden[d]
+    for a in range(contexts.shape[0]):
+        row = syn0[contexts[a]]
+        for d in range(dim):
+            row[d] += neu1e[d]
+    return loss
+
+
+@njit(**_KERNEL)
+def _train_piece(syn0, syn1, words, table, cbow, window, negatives, lr, state, contexts, outputs, scratch):
+    """Trains every target of one subsampled piece of a document; returns (loss, examples, state)."""
+    n = words.shape[0]
+    loss = 0.0
+    examples = 0
+    for i in range(n):
+        state = _next_random(state)
+        reach = window - np.int64((state >> np.uint64(16)) % np.uint64(window))  # reduced window in 1..window
+        m = 0
+        for j in range(max(0, i - reach), min(n, i + reach + 1)):
+            if j != i:
+                contexts[m] = words[j]
+                m += 1
+        if m == 0:
+            continue
+        target = words[i]
+        outputs[0] = target
+        k_out = 1
+        for _ in range(negatives):
+            state = _next_random(state)
+            negative = table[np.int64((state >> np.uint64(16)) % np.uint64(table.shape[0]))]
+            if negative != target:  # word2vec and gensim skip a draw of the true word
+                outputs[k_out] = negative
+                k_out += 1
+        if cbow:
+            loss += cbow_step(syn0, syn1, contexts[:m], outputs[:k_out], lr, scratch)
+            examples += 1
+        else:
+            loss += skipgram_step(syn0, syn1, contexts[:m], outputs[:k_out], lr, scratch)
+            examples += m
+    return loss, examples, state
+
+
+@njit(**_KERNEL)
+def train_span(syn0, syn1, ids, starts, keep, table, cbow, window, negatives, lr_begin, lr_end, seed):
+    """Trains the documents `starts[0]..starts[-1]` of the id stream `ids` for one epoch, the
+    learning rate going linearly from `lr_begin` to `lr_end` over the span's words.
+
+    Args:
+        syn0, syn1: [V, D] float32 input and output tables, updated in place.
+        ids: [N] int32 word ids of the corpus, documents one after another.
+        starts: int64 offsets into `ids` of the span's documents, then the span's end.
+        keep: [V] float32 probability of keeping each word (frequent-word subsampling).
+        table: int32 negative-sampling table (`sampling_table`).
+        cbow: CBOW if true, else skip-gram.
+        window, negatives: largest window and negatives per target.
+        seed: uint64 seed of this span's subsampling, windows and negatives.
+
+    Returns:
+        (summed logistic loss, examples trained): an example is a (context, target) pair in
+        skip-gram and a target in CBOW.
+    """
+    state = np.uint64(seed)
+    span_words = max(1, starts[-1] - starts[0])
+    piece = np.empty(PIECE_WORDS, dtype=np.int32)
+    contexts = np.empty(2 * window, dtype=np.int32)
+    outputs = np.empty(1 + negatives, dtype=np.int32)
+    scratch = np.empty((2 * (1 + negatives) + 1, syn0.shape[1]), dtype=np.float32)
+    loss = 0.0
+    examples = 0
+    for document in range(starts.shape[0] - 1):
+        begin = starts[document]
+        while begin < starts[document + 1]:
+            end = min(begin + PIECE_WORDS, starts[document + 1])
+            lr = lr_begin + (lr_end - lr_begin) * ((begin - starts[0]) / span_words)
+            n = 0
+            for p in range(begin, end):
+                word = ids[p]
+                state = _next_random(state)
+                if keep[word] >= 1.0 or keep[word] * 65536.0 > np.float64((state >> np.uint64(16)) & np.uint64(0xFFFF)):
+                    piece[n] = word
+                    n += 1
+            piece_loss, piece_examples, state = _train_piece(
+                syn0, syn1, piece[:n], table, cbow, window, negatives, lr, state, contexts, outputs, scratch
+            )
+            loss += piece_loss
+            examples += piece_examples
+            begin = end
+    return loss, examples
+
+
+def split_spans(starts: np.ndarray, workers: int) -> list[np.ndarray]:
+    """Splits the document offsets `starts` ([n + 1]) into `workers` runs of whole documents
+    with about the same number of words; each run keeps its end offset.
+
+    Example:
+    >>> [s.tolist() for s in split_spans(np.array([0, 2, 3, 9, 10]), 2)]
+    [[0, 2, 3, 9], [9, 10]]
+    """
+    total = starts[-1] - starts[0]
+    cuts = np.searchsorted(starts, starts[0] + total * np.arange(1, workers) / workers)
+    bounds = np.unique(np.concatenate([[0], cuts, [len(starts) - 1]]))
+    return [starts[a : b + 1] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def span_seed(seed: int, epoch: int, worker: int) -> int:
+    """The seed of one worker's span in one epoch: distinct for every (seed, epoch, worker)."""
+    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, worker]).generate_state(2, np.uint64)[0])
+
+
+def train_epoch(syn0, syn1, ids, spans, keep, table, *, cbow, window, negatives, lr_begin, lr_end, seed, epoch):
+    """One epoch over `spans` (from `split_spans`), one thread per span, all updating `syn0` and
+    `syn1` at once; returns (summed loss, examples)."""
+    results = [None] * len(spans)
+
+    def work(worker):
+        results[worker] = train_span(syn0, syn1, ids, spans[worker], keep, table, cbow, window, negatives,
+                                     lr_begin, lr_end, np.uint64(span_seed(seed, epoch, worker)))
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(1, len(spans))]
+    for thread in threads:
+        thread.start()
+    work(0)
+    for thread in threads:
+        thread.join()
+    return sum(r[0] for r in results), sum(r[1] for r in results)
