@@ -166,3 +166,33 @@ def test_an_electra_discriminator_exports_its_encoder_as_electra_model(exported,
         exported_hidden = model.eval()(**batch).last_hidden_state.numpy()
     real = batch["attention_mask"].numpy().astype(bool)
     assert np.abs(exported_hidden - expected)[real].max() < TOLERANCE
+
+
+def test_an_albert_with_its_sop_head_and_e_equal_to_h_exports_as_albert_for_pretraining(exported, tmp_path):
+    if exported.family != "albert":
+        pytest.skip("the SOP head and the always-present projection are ALBERT's")
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    for name in ("spiece.model", "tokenizer_config.json"):
+        shutil.copy(os.path.join(exported.path, name), hf / name)
+    config = transformers.AlbertConfig.from_pretrained(exported.path, embedding_size=32)  # E = H: no kmlm projection
+    torch.manual_seed(2)
+    original = transformers.AlbertForPreTraining(config).eval()
+    with torch.no_grad():
+        for parameter in original.parameters():
+            parameter.normal_(0.0, 0.3)
+        projection = original.albert.encoder.embedding_hidden_mapping_in
+        projection.weight.copy_(torch.eye(32))  # what a kmlm run without a projection computes
+        projection.bias.zero_()
+    original.save_pretrained(hf)
+    convert_checkpoint(str(hf), str(tmp_path / "run"), seq_len=32, verbose=0)
+    result = export_huggingface(str(tmp_path / "run"), str(tmp_path / "out"), verbose=0)
+    model, info = transformers.AutoModelForPreTraining.from_pretrained(str(tmp_path / "out"), output_loading_info=True)
+    assert result.architecture == type(model).__name__ == "AlbertForPreTraining"
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    batch = transformers.AutoTokenizer.from_pretrained(str(hf))(ENGLISH_AND_CHINESE, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected, actual = original(**batch), model.eval()(**batch)
+    real = batch["attention_mask"].numpy().astype(bool)
+    assert np.abs(actual.prediction_logits.numpy() - expected.prediction_logits.numpy())[real].max() < TOLERANCE
+    np.testing.assert_allclose(actual.sop_logits.numpy(), expected.sop_logits.numpy(), atol=TOLERANCE)
