@@ -195,13 +195,19 @@ def add_distill_command(commands):
                                   "every masked slot, alpha x T^2 x KL(teacher/T || student/T) plus (1 - alpha) x "
                                   "the cross-entropy of the true token. The student reads the teacher's corpus, "
                                   "vocabulary, rows and masking (the pipeline of `kmlm pretrain`) and is written as "
-                                  "an ordinary run directory. Re-running the same command after a kill resumes.")
+                                  "an ordinary run directory. Without --preset the student is the teacher with half "
+                                  "its layers, started from the teacher's embeddings, MLM head and every other block "
+                                  "(as DistilBERT); a student of another width starts from random weights. "
+                                  "Re-running the same command after a kill resumes.")
     dis.add_argument("teacher", metavar="TEACHER_RUN", help="the teacher: " + RUN_DIR_HELP)
     dis.add_argument("--corpus", default=None,
                      help="text to distil on: a file, directory or glob of UTF-8 text, tfds:NAME[...] or "
                           "builtin:python-docs (default: the teacher's corpus, whose held-out split stays held out)")
     _add_model_size_options(dis)
-    dis.set_defaults(preset="tiny")
+    dis.set_defaults(preset=None)  # None: the teacher's width with half its layers
+    dis.add_argument("--no-init-from-teacher", dest="init_from_teacher", action="store_false",
+                     help="start the student from random weights even when it has the teacher's width (default: "
+                          "the teacher's embeddings, MLM head and every k-th block)")
     dis.add_argument("--temperature", type=float, default=2.0,
                      help="temperature T of the teacher's and student's distributions, > 0 (default 2)")
     dis.add_argument("--alpha", type=float, default=0.5,
@@ -314,13 +320,14 @@ def _distill(args):
         learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, warmup=args.warmup,
         lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, precision=args.precision,
         jit_compile=not (args.no_jit or args.deterministic), seed=args.seed, eval_batches=args.eval_batches,
-        log_points=args.log_points, model_overrides=model_overrides(args),
+        log_points=args.log_points, model_overrides=model_overrides(args), init_from_teacher=args.init_from_teacher,
     )
     settings.validate()
     if args.deterministic:
         enable_determinism()
     if args.overwrite and os.path.isfile(os.path.join(args.out, MODEL_FILE)):
         remove_run(args.out)
+    print(settings.describe_start(), flush=True)
     start = time.time()
     metrics = distill(args.out, settings, verbose=0 if args.quiet else "auto")
     print(

@@ -11,6 +11,11 @@ slot the loss is
 scale of the hard one). The teacher runs frozen, without dropout, inside the same compiled
 train step. The result is an ordinary run directory: `kmlm fill-mask`, `evaluate`, `finetune`
 and `export` read it as any other.
+
+By default the student is the teacher with half its layers (rounded up), started as
+DistilBERT starts: the teacher's embeddings, MLM head and every k-th of its blocks (blocks 0
+and 2 of 4). A student of another width (a `--preset`, `--hidden-dim`, ...) starts from
+random weights.
 """
 
 import dataclasses
@@ -25,6 +30,7 @@ from kmlm import run_directory as rd
 from kmlm.model import build_mlm_model
 from kmlm.pretraining.job import PretrainingJob
 from kmlm.pretraining.objectives import MaskedLanguageModeling
+from kmlm.pretraining.recipe import default_learning_rate
 from kmlm.pretraining.settings import PretrainSettings
 from kmlm.termination import stop_on_sigterm
 from kmlm.training import compile_for_pretraining
@@ -41,14 +47,20 @@ class DistillSettings(PretrainSettings):
     Use `from_teacher` to take the corpus, vocabulary, row length and masking from the teacher.
 
     Args (besides those of `PretrainSettings`):
+        preset: The student's preset; None (the default): the teacher's own shape with half its
+            layers (`student_layers`), which `model_overrides` may still change.
         teacher: The teacher's run directory (a finished `kmlm pretrain` or `kmlm convert` run).
         temperature: T of the soft targets, > 0 (1: the teacher's own distribution).
         alpha: Weight of the soft (KL) term in [0, 1]; 1 - alpha weighs the hard labels.
+        init_from_teacher: Start a student of the teacher's width from the teacher's
+            embeddings, MLM head and blocks `teacher_layers` (False: random weights).
     """
 
+    preset: str | None = None
     teacher: str | None = None
     temperature: float = DEFAULT_TEMPERATURE
     alpha: float = DEFAULT_ALPHA
+    init_from_teacher: bool = True
 
     @classmethod
     def from_teacher(cls, teacher, **values):
@@ -68,8 +80,40 @@ class DistillSettings(PretrainSettings):
             segmenter=data.segmenter, vocab=os.path.join(teacher, rd.VOCAB_FILE),
         )
         inherited.update({key: value for key, value in values.items() if value is not None})
-        inherited.setdefault("preset", "tiny")
+        if inherited.get("preset") is None:  # the teacher's width: its learning rate too
+            inherited.setdefault("learning_rate", default_learning_rate(teacher_config(teacher).training.get("preset")))
         return cls(teacher=teacher, **inherited)
+
+    def model_config(self, vocabulary_size):
+        """The student's `ModelConfig`: the preset's as in `kmlm pretrain`, or with no preset the
+        teacher's own with `student_layers` blocks, then the size overrides."""
+        if self.preset is not None:
+            return super().model_config(vocabulary_size)
+        teacher = teacher_config(self.teacher).model
+        values = {"num_layers": student_layers(teacher.num_layers), **self.model_overrides}
+        return dataclasses.replace(teacher, vocabulary_size=vocabulary_size, **values)
+
+    @property
+    def teacher_layers(self):
+        """The teacher's blocks that the student's blocks start from, in order (config.json
+        records them); None when the student starts from random weights."""
+        if not self.init_from_teacher:
+            return None
+        teacher = teacher_config(self.teacher).model
+        return copied_layers(self.model_config(teacher.vocabulary_size), teacher)
+
+    def describe_start(self):
+        """One line: which teacher weights the student starts from, or why it starts from random ones."""
+        teacher = teacher_config(self.teacher).model
+        student = self.model_config(teacher.vocabulary_size)
+        layers = copied_layers(student, teacher)
+        if layers is not None and self.init_from_teacher:
+            return (f"the student (L{student.num_layers}/H{student.hidden_dim}) starts from the teacher's embeddings, "
+                    f"MLM head and blocks {', '.join(map(str, layers))} of {teacher.num_layers}")
+        if layers is not None:
+            return "the student starts from random weights (--no-init-from-teacher)"
+        return (f"the student starts from random weights because the widths differ: {width_difference(student, teacher)}"
+                " (leave out --preset and the size flags to start from the teacher)")
 
     def validate(self):
         """The checks of `PretrainSettings`, then the loss, the teacher and the student's size."""
@@ -105,6 +149,71 @@ def teacher_config(teacher):
         raise ValueError(f"teacher {teacher!r} has no trained masked-LM head (its checkpoint had none), so it has no "
                          "distributions to teach; convert a checkpoint with an MLM head")
     return config
+
+
+def student_layers(teacher_layers):
+    """The default student's blocks: half the teacher's, rounded up.
+
+    Example:
+    >>> [student_layers(n) for n in (1, 2, 4, 12, 24)]
+    [1, 1, 2, 6, 12]
+    """
+    return max(1, math.ceil(teacher_layers / 2))
+
+
+# ModelConfig fields a student must share with its teacher to start from the teacher's weights:
+# the shapes of the embeddings, blocks and head, and what the weights mean.
+WIDTH_FIELDS = ("vocabulary_size", "hidden_dim", "num_heads", "intermediate_dim", "max_position", "num_segments",
+                "embedding_dim", "activation", "gated_ffn", "norm_first", "share_layers")
+
+
+def width_difference(student, teacher):
+    """The first `WIDTH_FIELDS` difference of two `ModelConfig`s, in words; None when they share them."""
+    for field in WIDTH_FIELDS:
+        mine, theirs = getattr(student, field), getattr(teacher, field)
+        if mine != theirs:
+            return f"the student's {field} is {mine}, the teacher's {theirs}"
+    return None
+
+
+def copied_layers(student, teacher):
+    """The teacher blocks that a student of the teacher's width starts from: every k-th, from
+    block 0 (DistilBERT: every other one); None when the widths differ.
+
+    Example:
+    >>> from kmlm.config import ModelConfig
+    >>> teacher = ModelConfig.from_preset("mini")
+    >>> copied_layers(dataclasses.replace(teacher, num_layers=2), teacher)
+    [0, 2]
+    >>> copied_layers(ModelConfig.from_preset("tiny"), teacher) is None
+    True
+    """
+    if width_difference(student, teacher) is not None or teacher.share_layers:
+        return None
+    return [i * teacher.num_layers // student.num_layers for i in range(student.num_layers)]
+
+
+def init_from_teacher(student, teacher, layers):
+    """Copies into the `MaskedLMModel` `student` the teacher's embeddings, MLM head, final
+    LayerNorm (pre-LN) and, into its block j, the teacher's block `layers[j]`.
+
+    Example:
+    >>> import numpy as np
+    >>> from kmlm.config import ModelConfig
+    >>> teacher = build_mlm_model(ModelConfig.from_preset("tiny", vocabulary_size=50, num_layers=4))
+    >>> student = build_mlm_model(ModelConfig.from_preset("tiny", vocabulary_size=50, num_layers=2))
+    >>> init_from_teacher(student, teacher, [0, 2])
+    >>> all(np.array_equal(a, b) for a, b in zip(student.encoder.block(1).get_weights(),
+    ...                                             teacher.encoder.block(2).get_weights()))
+    True
+    """
+    pairs = [(student.encoder.embedding, teacher.encoder.embedding),
+             (student.get_layer("mlm_head"), teacher.get_layer("mlm_head"))]
+    pairs += [(student.encoder.block(j), teacher.encoder.block(i)) for j, i in enumerate(layers)]
+    if student.config.norm_first:
+        pairs.append((student.encoder.get_layer("final_norm"), teacher.encoder.get_layer("final_norm")))
+    for mine, theirs in pairs:
+        mine.set_weights(theirs.get_weights())
 
 
 def parameter_count(config):
@@ -207,11 +316,14 @@ class Distillation(MaskedLanguageModeling):
     `DistillationTrainer` around the student with the teacher loaded from its run directory."""
 
     name = "distill"
-    recorded_keys = ("teacher", "temperature", "alpha")
+    recorded_keys = ("teacher", "temperature", "alpha", "teacher_layers")
 
     def trainer(self, model):
         settings = self.settings
         teacher = rd.load_run(settings.teacher).model
+        layers = settings.teacher_layers
+        if layers is not None:  # a resumed run then restores its own weights over these
+            init_from_teacher(model, teacher, layers)
         return DistillationTrainer(model, teacher, temperature=settings.temperature, alpha=settings.alpha)
 
     def compile(self, trainer, **options):
@@ -219,7 +331,11 @@ class Distillation(MaskedLanguageModeling):
 
     def describe(self, model, length):
         settings = self.settings
-        return (f"distilling {settings.teacher} into {settings.preset} ({model.count_params():,} parameters) for "
+        config = model.config
+        student = settings.preset or f"L{config.num_layers}/H{config.hidden_dim}"
+        start = ("random weights" if settings.teacher_layers is None
+                 else f"teacher blocks {', '.join(map(str, settings.teacher_layers))}")
+        return (f"distilling {settings.teacher} into {student} ({model.count_params():,} parameters, from {start}) for "
                 f"{length}, temperature {settings.temperature:g}, alpha {settings.alpha:g}, "
                 f"{settings.batch_size}x{settings.seq_len} tokens a step, {settings.masking} masking at "
                 f"{settings.mask_rate}")

@@ -1,6 +1,10 @@
-"""`kmlm distill`: the soft-target loss against NumPy, the trainer's loss and gradients, a
-distilled run directory that `fill-mask` and `evaluate` read, and the one-line refusals."""
+"""`kmlm distill`: the soft-target loss against NumPy, the trainer's loss and gradients, the
+student started from the teacher's weights, a distilled run directory that `fill-mask` and
+`evaluate` read, and the one-line refusals."""
 
+import contextlib
+import dataclasses
+import io
 import json
 import math
 import os
@@ -14,7 +18,14 @@ from kmlm.cli.main import main
 from kmlm.config import ModelConfig
 from kmlm.model import build_mlm_model
 from kmlm.pipelines import never_predicted
-from kmlm.pretraining.distill import DistillationTrainer, soft_target_loss
+from kmlm.pretraining.distill import (
+    Distillation,
+    DistillationTrainer,
+    DistillSettings,
+    copied_layers,
+    init_from_teacher,
+    soft_target_loss,
+)
 from kmlm.pretraining.evaluation import eval_dataset
 from kmlm.run_directory import load_run
 from kmlm.training import compile_for_pretraining
@@ -86,6 +97,41 @@ def test_training_moves_the_student_only(trainer_and_batch):
     assert any(not np.array_equal(a, np.array(b)) for a, b in zip(student_before, trainer.student.trainable_weights))
 
 
+def weights_by_path(model):
+    return {variable.path: np.array(variable) for variable in model.weights}
+
+
+def test_a_half_depth_student_starts_from_every_other_teacher_block():
+    config = ModelConfig(vocabulary_size=40, hidden_dim=16, num_layers=4, num_heads=2, intermediate_dim=32,
+                         max_position=16, norm_first=True)
+    keras.utils.set_random_seed(5)
+    teacher = build_mlm_model(config)
+    student = build_mlm_model(dataclasses.replace(config, num_layers=2))
+    layers = copied_layers(student.config, teacher.config)
+    assert layers == [0, 2]
+    theirs = weights_by_path(teacher)
+    # The student's own path of every teacher weight it should hold: block j <- block layers[j].
+    expected = {path.replace(f"block_{i}/", f"block_{j}/"): theirs[path] for j, i in enumerate(layers)
+                for path in theirs if path.startswith(f"block_{i}/")}
+    expected.update({path: value for path, value in theirs.items() if not path.startswith("block_")})
+    before = weights_by_path(student)
+    assert sorted(before) == sorted(expected)  # every student weight has a teacher counterpart
+    assert not np.array_equal(before["block_1/attention/qkv_kernel"], expected["block_1/attention/qkv_kernel"])
+    init_from_teacher(student, teacher, layers)
+    after = weights_by_path(student)
+    for path, value in expected.items():
+        assert np.array_equal(after[path], value), path
+
+
+def test_only_a_student_of_the_teachers_width_starts_from_it():
+    teacher = ModelConfig.from_preset("mini", vocabulary_size=100, norm_first=True)
+    assert copied_layers(dataclasses.replace(teacher, num_layers=3), teacher) == [0, 1, 2]
+    assert copied_layers(dataclasses.replace(teacher, num_layers=1), teacher) == [0]
+    for change in ({"hidden_dim": 128, "intermediate_dim": 512}, {"intermediate_dim": 512}, {"num_heads": 8},
+                   {"max_position": 128}, {"norm_first": False}, {"vocabulary_size": 99}):
+        assert copied_layers(dataclasses.replace(teacher, num_layers=2, **change), teacher) is None, change
+
+
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory):
     # A seeded random teacher (peaked logits, no training needed): whatever the student knows
@@ -98,14 +144,29 @@ def corpus(teacher_run):
     return write_corpus(Path(teacher_run).parent / "animals.txt", SENTENCES)
 
 
+def distill_printing(argv):
+    """(exit status, stdout) of `kmlm distill ...` run in-process."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["distill", *argv])
+    return code, printed.getvalue()
+
+
 @pytest.fixture(scope="module")
-def student_run(teacher_run, corpus):
-    # alpha 1: the teacher's soft targets alone, no true tokens.
+def student_printed(teacher_run, corpus):
+    # alpha 1: the teacher's soft targets alone, no true tokens. Narrower than the teacher, so
+    # it starts from random weights.
     out = os.path.join(os.path.dirname(teacher_run), "student")
-    assert main(["distill", teacher_run, "--corpus", corpus, "--out", out, *STUDENT, "--steps", "40", "--alpha", "1",
-                 "--temperature", "1.5", "--learning-rate", "3e-3", "--batch-size", "16", "--eval-batches", "1",
-                 *QUICK]) == 0
-    return out
+    code, printed = distill_printing([
+        teacher_run, "--corpus", corpus, "--out", out, *STUDENT, "--steps", "40", "--alpha", "1", "--temperature",
+        "1.5", "--learning-rate", "3e-3", "--batch-size", "16", "--eval-batches", "1", *QUICK])
+    assert code == 0
+    return out, printed
+
+
+@pytest.fixture(scope="module")
+def student_run(student_printed):
+    return student_printed[0]
 
 
 def held_out_top1(model, batches):
@@ -126,6 +187,59 @@ def test_the_student_is_an_ordinary_run_on_the_teachers_data(teacher_run, studen
     assert (student.model_config.num_layers, student.model_config.hidden_dim) == (1, 16)
     training = student.config.training
     assert (training["teacher"], training["temperature"], training["alpha"]) == (teacher_run, 1.5, 1.0)
+    assert training["teacher_layers"] is None
+
+
+@pytest.mark.slow
+def test_a_narrower_student_says_it_starts_from_random_weights(student_printed):
+    lines = [line for line in student_printed[1].splitlines() if "random weights" in line]
+    assert lines == ["the student starts from random weights because the widths differ: the student's hidden_dim "
+                     "is 16, the teacher's 32 (leave out --preset and the size flags to start from the teacher)"]
+
+
+def test_the_default_student_is_the_teacher_with_half_its_layers(teacher_run):
+    teacher = load_run(teacher_run).model_config
+    settings = DistillSettings.from_teacher(teacher_run, steps=1)
+    settings.validate()
+    assert settings.model_config(teacher.vocabulary_size) == dataclasses.replace(teacher, num_layers=1)
+    assert settings.teacher_layers == [0]
+    assert settings.describe_start() == ("the student (L1/H32) starts from the teacher's embeddings, MLM head and "
+                                         "blocks 0 of 2")
+    off = DistillSettings.from_teacher(teacher_run, steps=1, init_from_teacher=False)
+    assert off.teacher_layers is None
+    assert off.describe_start() == "the student starts from random weights (--no-init-from-teacher)"
+
+
+def test_the_objective_starts_the_student_from_the_teacher_unless_told_not_to(teacher_run):
+    teacher = load_run(teacher_run).model
+    block = {f"block_0/{path.split('/', 1)[1]}": value for path, value in weights_by_path(teacher).items()
+             if path.startswith("block_0/")}
+    for init in (True, False):
+        settings = DistillSettings.from_teacher(teacher_run, steps=1, init_from_teacher=init)
+        keras.utils.set_random_seed(7)  # not the teacher's seed 0: its weights would be the student's
+        random_start = weights_by_path(build_mlm_model(settings.model_config(teacher.config.vocabulary_size)))
+        keras.utils.set_random_seed(7)
+        student = build_mlm_model(settings.model_config(teacher.config.vocabulary_size))
+        Distillation(settings).trainer(student)
+        got = weights_by_path(student)
+        for path, value in block.items():
+            if init or path.endswith("kernel"):  # biases and LayerNorms start at 0 and 1 in both
+                assert np.array_equal(got[path], value) == init, (init, path)
+        assert np.array_equal(got["embedding/token_embeddings"], np.array(teacher.encoder.embedding.weights[0])) == init
+        if not init:  # exactly the seeded random weights a student of that shape starts from
+            assert all(np.array_equal(got[path], value) for path, value in random_start.items())
+
+
+@pytest.mark.slow
+def test_the_default_student_trains_from_the_teacher_and_records_its_layers(teacher_run, corpus, tmp_path):
+    out = str(tmp_path / "half")
+    code, printed = distill_printing([teacher_run, "--corpus", corpus, "--out", out, "--steps", "1",
+                                      "--batch-size", "8", "--eval-batches", "1", *QUICK])
+    assert code == 0
+    assert "the student (L1/H32) starts from the teacher's embeddings, MLM head and blocks 0 of 2" in printed
+    student, teacher = load_run(out), load_run(teacher_run)
+    assert student.model_config == dataclasses.replace(teacher.model_config, num_layers=1)
+    assert student.config.training["teacher_layers"] == [0]
 
 
 @pytest.mark.slow
@@ -188,7 +302,8 @@ def test_refuses_a_teacher_that_is_not_a_pretraining_run(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_refuses_a_student_as_large_as_the_teacher(teacher_run, tmp_path, capsys):
-    message = _refusal(["distill", teacher_run, "--out", str(tmp_path / "out"), *TEACHER], capsys)
+    message = _refusal(["distill", teacher_run, "--out", str(tmp_path / "out"), "--preset", "tiny", *TEACHER],
+                       capsys)
     size = load_run(teacher_run).model.count_params()
     # The same blocks, but the tiny preset's 512 positions against the teacher's 64, and the final
     # LayerNorm of pretraining's pre-LN blocks.
