@@ -26,7 +26,8 @@ def add_commands(commands, names=None):
 def add_word2vec_command(commands):
     """Adds `kmlm word2vec`."""
     w2v = add_command(commands, "word2vec", help="train word2vec vectors (skip-gram, CBOW)",
-                      description="Train word2vec (negative sampling or hierarchical softmax) with model.fit; "
+                      description="Train word2vec: negative sampling in compiled CPU code (--workers threads "
+                                  "at once), hierarchical softmax with model.fit (--batch-size examples a step); "
                                   "writes DIR/vectors.txt (word2vec text format), DIR/vocab.txt (word counts) "
                                   "and DIR/word2vec.json. Words: lowercased, split on non-letters, every CJK "
                                   "character a word.")
@@ -34,6 +35,9 @@ def add_word2vec_command(commands):
     w2v.add_argument("--negatives", type=int, default=5, help="negative samples per example (0 with --hs)")
     w2v.add_argument("--hs", action="store_true", help="hierarchical softmax instead of negative sampling")
     w2v.add_argument("--subsample", type=float, default=1e-3, help="frequent-word subsampling threshold t (0: off)")
+    w2v.add_argument("--workers", type=int, default=0,
+                     help="training threads with negative sampling (default 0: one per CPU core; 1: the same "
+                          "vectors on every run with the same --seed)")
     _add_training_options(w2v, window=5, epochs=5, batch_size=1024, learning_rate=0.025)
     add_segmenter_option(w2v)
     w2v.set_defaults(run=_word2vec)
@@ -133,7 +137,7 @@ def _word2vec(args):
     settings = Word2VecSettings(
         model=args.model, dim=args.dim, window=args.window, negatives=args.negatives, hierarchical_softmax=args.hs,
         min_count=args.min_count, subsample=args.subsample, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, seed=args.seed, segmenter=_segmenter(args),
+        learning_rate=args.learning_rate, seed=args.seed, segmenter=_segmenter(args), workers=args.workers,
     )
     settings.validate()
     documents = load_documents(args.corpus, one_per_line=args.one_per_line)

@@ -64,7 +64,8 @@ class Word2VecSettings:
         epochs: passes over the corpus.
         batch_size: examples per training step of `model.fit` (hierarchical softmax, FastText).
         learning_rate: SGD step size at the start; it decays linearly to 1e-4 of itself.
-        table_size: entries of the negative-sampling table.
+        table_size: entries of the negative-sampling table of `model.fit` (FastText); the
+            compiled trainer draws negatives exactly from an alias table instead.
         seed: seed of initialisation, subsampling, windows and negatives.
         segmenter: None, or "jieba": Chinese words are words, not characters (`split_words`).
         workers: threads training at once with negative sampling (0: one per CPU core); with
@@ -470,12 +471,16 @@ def train_negative_sampling(model: Word2Vec, documents, vocabulary, frequencies,
         negatives summed, per epoch); the caller fills in `vectors`.
     """
     model({"input_ids": tf.zeros([1, 1], tf.int32), "output_ids": tf.zeros([1, 1], tf.int32)})  # builds the tables
-    syn0 = np.ascontiguousarray(model.input_embedding.embeddings.numpy(), dtype=np.float32)
+    # gensim's and fastText's start, uniform in +-1/dim: word2vec.c's +-0.5/dim leaves words that
+    # few updates reach near one shared direction (mean cosine between unrelated words up to 0.9).
+    spread = 1.0 / settings.dim
+    syn0 = np.random.default_rng(settings.seed).uniform(-spread, spread, (len(vocabulary), settings.dim))
+    syn0 = syn0.astype(np.float32)
     syn1 = np.zeros_like(syn0)
     ids, starts = corpus_ids(documents, vocabulary, settings.segmenter)
     spans = word2vec_kernel.split_spans(starts, settings.workers or os.cpu_count() or 1)
     keep = keep_probabilities(frequencies, settings.subsample)
-    table = sampling_table(frequencies, settings.table_size)
+    table = word2vec_kernel.alias_table(np.asarray(frequencies, np.float64) ** 0.75)
     options = dict(cbow=settings.model == "cbow", window=settings.window, negatives=settings.negatives,
                    seed=settings.seed)
     _compile_kernel(syn0, ids, keep, table, options)
@@ -499,7 +504,7 @@ def _compile_kernel(syn0, ids, keep, table, options):
     """Compiles (or loads from Numba's cache) the kernel for these array types, so that the
     first epoch's words/s is training alone."""
     tiny = np.zeros((2, syn0.shape[1]), np.float32)
-    word2vec_kernel.train_span(tiny, tiny.copy(), ids[:0], np.zeros(1, np.int64), keep[:2], table[:1],
+    word2vec_kernel.train_span(tiny, tiny.copy(), ids[:0], np.zeros(1, np.int64), keep[:2], *table,
                                options["cbow"], options["window"], options["negatives"], 0.0, 0.0, np.uint64(0))
 
 

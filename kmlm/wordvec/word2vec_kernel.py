@@ -27,7 +27,7 @@ Example:
 >>> syn1 = np.zeros((3, 2), np.float32)
 >>> float(skipgram_step(syn0, syn1, np.array([0, 1]), np.array([2, 1]), 0.5, step_scratch(1, 2)))
 2.772588...
->>> syn1[2].round(3).tolist()  # the target's output row moved towards both context rows
+>>> [round(float(x), 3) for x in syn1[2]]  # the target's output row moved towards both context rows
 [0.1, 0.025]
 """
 
@@ -51,54 +51,130 @@ def _next_random(state):
     return state * _LCG_MULTIPLIER + _LCG_INCREMENT
 
 
+# sigmoid and softplus as tables over [-_MAX_SCORE, _MAX_SCORE], read with linear interpolation
+# (error under 1e-6, where a libm exp and log1p per score would take half the time of an
+# update); beyond the range sigmoid is 0 or 1 and softplus(x) is max(x, 0), as word2vec
+# clips scores beyond +-6.
+_MAX_SCORE = 12.0
+_TABLE_STEPS = 6144
+_TABLE_POINTS = np.linspace(-_MAX_SCORE, _MAX_SCORE, _TABLE_STEPS + 1)
+_SIGMOID = (1.0 / (1.0 + np.exp(-_TABLE_POINTS))).astype(np.float32)
+_SOFTPLUS = np.logaddexp(0.0, _TABLE_POINTS).astype(np.float32)
+_STEPS_PER_UNIT = _TABLE_STEPS / (2 * _MAX_SCORE)
+
+
+@njit(**_KERNEL)
+def _interpolate(table, x):
+    """table at x, for -_MAX_SCORE < x < _MAX_SCORE."""
+    position = np.float32((x + _MAX_SCORE) * _STEPS_PER_UNIT)
+    i = min(np.int64(position), _TABLE_STEPS - 1)
+    fraction = position - np.float32(i)
+    return table[i] + fraction * (table[i + 1] - table[i])
+
+
 @njit(**_KERNEL)
 def _logistic(score, label):
-    """(label - sigmoid(score), the logistic loss of `score` for `label`), computed stably."""
-    e = math.exp(-abs(score))
-    sigmoid = 1.0 / (1.0 + e) if score >= 0 else e / (1.0 + e)
-    margin = -score if label > 0 else score
-    return label - sigmoid, max(margin, 0.0) + math.log1p(e)
+    """(label - sigmoid(score), the logistic loss of `score` for `label`)."""
+    if score >= _MAX_SCORE:
+        sigmoid = np.float32(1.0)
+    elif score <= -_MAX_SCORE:
+        sigmoid = np.float32(0.0)
+    else:
+        sigmoid = _interpolate(_SIGMOID, score)
+    x = -score if label > 0 else score  # the loss is softplus(x)
+    if x >= _MAX_SCORE:
+        loss = np.float32(x)
+    elif x <= -_MAX_SCORE:
+        loss = np.float32(0.0)
+    else:
+        loss = _interpolate(_SOFTPLUS, x)
+    return np.float32(label) - sigmoid, loss
 
 
-def step_scratch(negatives: int, dim: int) -> np.ndarray:
-    """The scratch buffer of `skipgram_step` and `cbow_step` for up to 1 + `negatives` outputs."""
-    return np.empty((2 * (1 + negatives) + 1, dim), dtype=np.float32)
+def step_scratch(negatives: int, dim: int) -> tuple:
+    """The scratch buffers of `skipgram_step` and `cbow_step` for up to 1 + `negatives` outputs."""
+    return (np.empty((1 + negatives, dim), np.float32), np.empty((1 + negatives, dim), np.float32),
+            np.empty(dim, np.float32), np.empty(dim, np.float32))
+
+
+# The updates index the tables directly (no row views, no slices): a view in a loop costs
+# Numba a reference count each time, several times the arithmetic of a row of 100.
+
+
+@njit(**_KERNEL)
+def _skipgram_update(syn0, syn1, contexts, m, outputs, k_out, lr, old_outputs, output_change, neu1e):
+    dim = syn0.shape[1]
+    lr = np.float32(lr)
+    for k in range(k_out):
+        o = outputs[k]
+        for d in range(dim):
+            old_outputs[k, d] = syn1[o, d]
+            output_change[k, d] = 0.0
+    loss = np.float32(0.0)
+    for a in range(m):
+        c = contexts[a]
+        for d in range(dim):
+            neu1e[d] = 0.0
+        for k in range(k_out):
+            score = np.float32(0.0)
+            for d in range(dim):
+                score += syn0[c, d] * old_outputs[k, d]
+            g, pair_loss = _logistic(score, 1.0 if k == 0 else 0.0)
+            loss += pair_loss
+            g *= lr
+            for d in range(dim):
+                neu1e[d] += g * old_outputs[k, d]
+                output_change[k, d] += g * syn0[c, d]
+        for d in range(dim):
+            syn0[c, d] += neu1e[d]
+    for k in range(k_out):
+        o = outputs[k]
+        for d in range(dim):
+            syn1[o, d] += output_change[k, d]
+    return loss
+
+
+@njit(**_KERNEL)
+def _cbow_update(syn0, syn1, contexts, m, outputs, k_out, lr, hidden, neu1e):
+    dim = syn0.shape[1]
+    lr = np.float32(lr)
+    for d in range(dim):
+        hidden[d] = 0.0
+        neu1e[d] = 0.0
+    for a in range(m):
+        c = contexts[a]
+        for d in range(dim):
+            hidden[d] += syn0[c, d]
+    inverse = np.float32(1.0 / m)
+    for d in range(dim):
+        hidden[d] *= inverse
+    loss = np.float32(0.0)
+    for k in range(k_out):
+        o = outputs[k]
+        score = np.float32(0.0)
+        for d in range(dim):
+            score += hidden[d] * syn1[o, d]
+        g, pair_loss = _logistic(score, 1.0 if k == 0 else 0.0)
+        loss += pair_loss
+        g *= lr
+        for d in range(dim):
+            neu1e[d] += g * syn1[o, d]
+            syn1[o, d] += g * hidden[d]
+    for a in range(m):
+        c = contexts[a]
+        for d in range(dim):
+            syn0[c, d] += neu1e[d]
+    return loss
 
 
 @njit(**_KERNEL)
 def skipgram_step(syn0, syn1, contexts, outputs, lr, scratch):
     """One HogBatch update: the context rows `contexts` of syn0 against the output rows
     `outputs` of syn1 (the target first, label 1, then negatives, label 0). Returns the
-    summed logistic loss. `scratch` is a `step_scratch` buffer."""
-    k_out = outputs.shape[0]
-    dim = syn0.shape[1]
-    old_outputs = scratch[:k_out]
-    output_change = scratch[k_out : 2 * k_out]
-    neu1e = scratch[-1]
-    for k in range(k_out):
-        old_outputs[k] = syn1[outputs[k]]
-        output_change[k] = 0.0
-    loss = 0.0
-    for a in range(contexts.shape[0]):
-        row = syn0[contexts[a]]
-        neu1e[:] = 0.0
-        for k in range(k_out):
-            score = 0.0
-            for d in range(dim):
-                score += row[d] * old_outputs[k, d]
-            g, pair_loss = _logistic(score, 1.0 if k == 0 else 0.0)
-            loss += pair_loss
-            g *= lr
-            for d in range(dim):
-                neu1e[d] += g * old_outputs[k, d]
-                output_change[k, d] += g * row[d]
-        for d in range(dim):
-            row[d] += neu1e[d]
-    for k in range(k_out):
-        row = syn1[outputs[k]]
-        for d in range(dim):
-            row[d] += output_change[k, d]
-    return loss
+    summed logistic loss. `scratch` is from `step_scratch`."""
+    old_outputs, output_change, neu1e, _ = scratch
+    return _skipgram_update(syn0, syn1, contexts, contexts.shape[0], outputs, outputs.shape[0], lr, old_outputs,
+                            output_change, neu1e)
 
 
 @njit(**_KERNEL)
@@ -106,40 +182,40 @@ def cbow_step(syn0, syn1, contexts, outputs, lr, scratch):
     """One CBOW update: the mean of the context rows of syn0 against the output rows `outputs`
     of syn1 (the target first, then negatives); every context row moves by the whole input
     gradient, as word2vec and gensim move them. Returns the summed logistic loss."""
-    dim = syn0.shape[1]
-    hidden = scratch[0]
-    neu1e = scratch[-1]
-    hidden[:] = 0.0
-    for a in range(contexts.shape[0]):
-        row = syn0[contexts[a]]
-        for d in range(dim):
-            hidden[d] += row[d]
-    inverse = np.float32(1.0 / contexts.shape[0])
-    for d in range(dim):
-        hidden[d] *= inverse
-    neu1e[:] = 0.0
-    loss = 0.0
-    for k in range(outputs.shape[0]):
-        row = syn1[outputs[k]]
-        score = 0.0
-        for d in range(dim):
-            score += hidden[d] * row[d]
-        g, pair_loss = _logistic(score, 1.0 if k == 0 else 0.0)
-        loss += pair_loss
-        g *= lr
-        for d in range(dim):
-            neu1e[d] += g * row[d]
-            row[d] += g * hidden[d]
-    for a in range(contexts.shape[0]):
-        row = syn0[contexts[a]]
-        for d in range(dim):
-            row[d] += neu1e[d]
-    return loss
+    return _cbow_update(syn0, syn1, contexts, contexts.shape[0], outputs, outputs.shape[0], lr, scratch[3],
+                        scratch[2])
 
 
 @njit(**_KERNEL)
-def _train_piece(syn0, syn1, words, table, cbow, window, negatives, lr, state, contexts, outputs, scratch):
+def _draw_negative(accept, alias, state):
+    """A word drawn from the alias table (`alias_table`); returns (word, state)."""
+    state = _next_random(state)
+    word = np.int32((state >> np.uint64(16)) % np.uint64(accept.shape[0]))
+    state = _next_random(state)
+    if np.float32((state >> np.uint64(40)) & np.uint64(0xFFFFFF)) >= accept[word] * np.float32(16777216.0):
+        word = alias[word]
+    return word, state
+
+
+@njit(**_KERNEL)
+def draw_negatives(accept, alias, n, seed):
+    """`n` words drawn from the alias table as the trainer draws negatives (for checking it).
+
+    Example:
+    >>> draw_negatives(*alias_table([0.0, 1.0]), 3, np.uint64(7)).tolist()
+    [1, 1, 1]
+    """
+    state = np.uint64(seed)
+    words = np.empty(n, dtype=np.int32)
+    for i in range(n):
+        words[i], state = _draw_negative(accept, alias, state)
+    return words
+
+
+@njit(**_KERNEL)
+def _train_piece(syn0, syn1, words, accept, alias, cbow, window, negatives, lr, state, contexts, outputs, scratch):
     """Trains every target of one subsampled piece of a document; returns (loss, examples, state)."""
+    old_outputs, output_change, neu1e, hidden = scratch
     n = words.shape[0]
     loss = 0.0
     examples = 0
@@ -157,22 +233,21 @@ def _train_piece(syn0, syn1, words, table, cbow, window, negatives, lr, state, c
         outputs[0] = target
         k_out = 1
         for _ in range(negatives):
-            state = _next_random(state)
-            negative = table[np.int64((state >> np.uint64(16)) % np.uint64(table.shape[0]))]
+            negative, state = _draw_negative(accept, alias, state)
             if negative != target:  # word2vec and gensim skip a draw of the true word
                 outputs[k_out] = negative
                 k_out += 1
         if cbow:
-            loss += cbow_step(syn0, syn1, contexts[:m], outputs[:k_out], lr, scratch)
+            loss += _cbow_update(syn0, syn1, contexts, m, outputs, k_out, lr, hidden, neu1e)
             examples += 1
         else:
-            loss += skipgram_step(syn0, syn1, contexts[:m], outputs[:k_out], lr, scratch)
+            loss += _skipgram_update(syn0, syn1, contexts, m, outputs, k_out, lr, old_outputs, output_change, neu1e)
             examples += m
     return loss, examples, state
 
 
 @njit(**_KERNEL)
-def train_span(syn0, syn1, ids, starts, keep, table, cbow, window, negatives, lr_begin, lr_end, seed):
+def train_span(syn0, syn1, ids, starts, keep, accept, alias, cbow, window, negatives, lr_begin, lr_end, seed):
     """Trains the documents `starts[0]..starts[-1]` of the id stream `ids` for one epoch, the
     learning rate going linearly from `lr_begin` to `lr_end` over the span's words.
 
@@ -181,7 +256,7 @@ def train_span(syn0, syn1, ids, starts, keep, table, cbow, window, negatives, lr
         ids: [N] int32 word ids of the corpus, documents one after another.
         starts: int64 offsets into `ids` of the span's documents, then the span's end.
         keep: [V] float32 probability of keeping each word (frequent-word subsampling).
-        table: int32 negative-sampling table (`sampling_table`).
+        accept, alias: the alias table of the negatives' distribution (`alias_table`).
         cbow: CBOW if true, else skip-gram.
         window, negatives: largest window and negatives per target.
         seed: uint64 seed of this span's subsampling, windows and negatives.
@@ -195,7 +270,9 @@ def train_span(syn0, syn1, ids, starts, keep, table, cbow, window, negatives, lr
     piece = np.empty(PIECE_WORDS, dtype=np.int32)
     contexts = np.empty(2 * window, dtype=np.int32)
     outputs = np.empty(1 + negatives, dtype=np.int32)
-    scratch = np.empty((2 * (1 + negatives) + 1, syn0.shape[1]), dtype=np.float32)
+    dim = syn0.shape[1]
+    scratch = (np.empty((1 + negatives, dim), np.float32), np.empty((1 + negatives, dim), np.float32),
+               np.empty(dim, np.float32), np.empty(dim, np.float32))
     loss = 0.0
     examples = 0
     for document in range(starts.shape[0] - 1):
@@ -211,12 +288,40 @@ def train_span(syn0, syn1, ids, starts, keep, table, cbow, window, negatives, lr
                     piece[n] = word
                     n += 1
             piece_loss, piece_examples, state = _train_piece(
-                syn0, syn1, piece[:n], table, cbow, window, negatives, lr, state, contexts, outputs, scratch
+                syn0, syn1, piece[:n], accept, alias, cbow, window, negatives, lr, state, contexts, outputs, scratch
             )
             loss += piece_loss
             examples += piece_examples
             begin = end
     return loss, examples
+
+
+def alias_table(weights) -> tuple[np.ndarray, np.ndarray]:
+    """Walker's alias table of the distribution proportional to `weights`: draw a word i
+    uniformly, keep it with probability accept[i], else take alias[i]. A draw is exact and reads
+    8 bytes of a table of V entries, which stays in cache where word2vec's 10^8-entry table
+    (or a 10^7 one) costs a memory access per negative.
+
+    Returns:
+        (accept [V] float32, alias [V] int32).
+
+    Example:
+    >>> accept, alias = alias_table([3.0, 1.0])
+    >>> accept.tolist(), alias.tolist()
+    ([1.0, 0.5], [0, 0])
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    scaled = weights * (len(weights) / weights.sum())
+    accept = np.ones(len(weights), dtype=np.float64)
+    alias = np.arange(len(weights), dtype=np.int32)
+    small = [i for i in range(len(weights)) if scaled[i] < 1.0]
+    large = [i for i in range(len(weights)) if scaled[i] >= 1.0]
+    while small and large:
+        below, above = small.pop(), large.pop()
+        accept[below], alias[below] = scaled[below], above
+        scaled[above] -= 1.0 - scaled[below]
+        (small if scaled[above] < 1.0 else large).append(above)
+    return accept.astype(np.float32), alias
 
 
 def split_spans(starts: np.ndarray, workers: int) -> list[np.ndarray]:
@@ -238,13 +343,13 @@ def span_seed(seed: int, epoch: int, worker: int) -> int:
     return int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, worker]).generate_state(2, np.uint64)[0])
 
 
-def train_epoch(syn0, syn1, ids, spans, keep, table, *, cbow, window, negatives, lr_begin, lr_end, seed, epoch):
+def train_epoch(syn0, syn1, ids, spans, keep, negatives_table, *, cbow, window, negatives, lr_begin, lr_end, seed, epoch):
     """One epoch over `spans` (from `split_spans`), one thread per span, all updating `syn0` and
     `syn1` at once; returns (summed loss, examples)."""
     results = [None] * len(spans)
 
     def work(worker):
-        results[worker] = train_span(syn0, syn1, ids, spans[worker], keep, table, cbow, window, negatives,
+        results[worker] = train_span(syn0, syn1, ids, spans[worker], keep, *negatives_table, cbow, window, negatives,
                                      lr_begin, lr_end, np.uint64(span_seed(seed, epoch, worker)))
 
     threads = [threading.Thread(target=work, args=(w,)) for w in range(1, len(spans))]
