@@ -93,10 +93,11 @@ def evaluate(run):
     return json.loads(out.getvalue())
 
 
-def trained_steps(run):
-    """The optimizer steps a run trained (its evaluation.json)."""
+def trained(run):
+    """(optimizer steps, seconds of training) of a run (its evaluation.json)."""
     with open(os.path.join(run, "evaluation.json")) as file:
-        return json.load(file)["steps"]
+        recorded = json.load(file)
+    return recorded["steps"], recorded["train_seconds"]
 
 
 def finished(run):
@@ -183,11 +184,12 @@ def parse_args():
     return parser.parse_args()
 
 
-def report(args, runs, metrics, steps, tasks, loads):
+def report(args, runs, metrics, steps, seconds, tasks, loads):
     """The JSON lines and the table."""
     shape = {"teacher": runs["teacher"], "student_preset": args.student_preset, "budget_minutes": args.budget,
              "temperature": args.temperature, "alpha": args.alpha, "seed": args.seed,
              **{f"{arm}_steps": count for arm, count in steps.items()},
+             **{f"{arm}_train_seconds": spent for arm, spent in seconds.items()},
              **{f"{arm}_load_average": load for arm, load in loads.items()}}
     for arm in runs:
         baseline = {} if arm == "scratch" else dict(baseline="scratch",
@@ -199,13 +201,13 @@ def report(args, runs, metrics, steps, tasks, loads):
             baseline = {} if arm == "scratch" else dict(baseline="scratch", baseline_value=tasks["scratch"])
             emit(record(BENCHMARK, "unseen_keywords_test_accuracy", arm, tasks[arm], "accuracy", shape=shape,
                         **baseline), jsonl_path=args.json)
-    print("\n| model | steps | held-out masked accuracy | perplexity | unseen-keywords test accuracy "
+    print("\n| model | steps (seconds) | held-out masked accuracy | perplexity | unseen-keywords test accuracy "
           "| load average (start, end) |", file=sys.stderr)
     print("|---|---|---|---|---|---|", file=sys.stderr)
     for arm in runs:
         task = f"{tasks[arm]:.3f}" if arm in tasks else "-"
         load = ", ".join(map(str, loads[arm])) if arm in loads else "-"
-        print(f"| {arm} | {steps[arm]} | {metrics[arm]['masked_accuracy']:.4f} | {metrics[arm]['perplexity']:.1f} | "
+        print(f"| {arm} | {steps[arm]} ({seconds[arm]:.0f} s) | {metrics[arm]['masked_accuracy']:.4f} | {metrics[arm]['perplexity']:.1f} | "
               f"{task} | {load} |", file=sys.stderr)
 
 
@@ -224,9 +226,11 @@ def main():
     runs = {"teacher": teacher, **arms}
     loads.update(arm_loads)
     metrics = {arm: evaluate(run) for arm, run in runs.items()}
-    steps = {arm: trained_steps(run) for arm, run in runs.items()}
+    steps, seconds = {}, {}
+    for arm, run in runs.items():
+        steps[arm], seconds[arm] = trained(run)
     tasks = downstream(args, runs) if args.finetune_epochs > 0 else {}
-    report(args, runs, metrics, steps, tasks, loads)
+    report(args, runs, metrics, steps, seconds, tasks, loads)
 
 
 if __name__ == "__main__":
