@@ -44,6 +44,8 @@ MODELS = ("skipgram", "cbow")
 SETTINGS_FILE = "word2vec.json"
 # Documents tokenized together in one tf.data element.
 _DOCUMENTS_PER_CHUNK = 64
+# Words of one span that a worker of the compiled trainer takes at a time.
+_WORDS_PER_SPAN = 50_000
 
 
 @dataclasses.dataclass
@@ -478,10 +480,11 @@ def train_negative_sampling(model: Word2Vec, documents, vocabulary, frequencies,
     syn0 = syn0.astype(np.float32)
     syn1 = np.zeros_like(syn0)
     ids, starts = corpus_ids(documents, vocabulary, settings.segmenter)
-    spans = word2vec_kernel.split_spans(starts, settings.workers or os.cpu_count() or 1)
+    workers = settings.workers or os.cpu_count() or 1
+    spans = word2vec_kernel.split_spans(starts, max(4 * workers, len(ids) // _WORDS_PER_SPAN))
     keep = keep_probabilities(frequencies, settings.subsample)
     table = word2vec_kernel.alias_table(np.asarray(frequencies, np.float64) ** 0.75)
-    options = dict(cbow=settings.model == "cbow", window=settings.window, negatives=settings.negatives,
+    options = dict(workers=workers, cbow=settings.model == "cbow", window=settings.window, negatives=settings.negatives,
                    seed=settings.seed)
     _compile_kernel(syn0, ids, keep, table, options)
     words = int(len(ids))

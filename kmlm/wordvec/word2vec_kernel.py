@@ -3,7 +3,8 @@
 One Numba-compiled function trains a span of documents for one epoch: it subsamples the
 frequent words, draws each target's reduced window and its negatives, and applies the SGD
 updates in place. Workers train disjoint spans at the same time on the same tables without
-locks (Hogwild), each in a thread that the compiled code runs without the GIL.
+locks (Hogwild), each in a thread that the compiled code runs without the GIL, taking the next
+span of the corpus as it finishes one.
 
 Skip-gram shares one draw of K negatives among all the context words of a target window, as
 Intel's HogBatch does (Ji et al. 2016): the window's scores are one [m, 1 + K] matrix product
@@ -70,6 +71,12 @@ def _interpolate(table, x):
     i = min(np.int64(position), _TABLE_STEPS - 1)
     fraction = position - np.float32(i)
     return table[i] + fraction * (table[i + 1] - table[i])
+
+
+@njit(**_KERNEL)
+def _below(state, n):
+    """A number in 0..n-1 from the top 32 bits of `state` (a multiply and a shift, not a division)."""
+    return ((state >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32)
 
 
 @njit(**_KERNEL)
@@ -190,7 +197,7 @@ def cbow_step(syn0, syn1, contexts, outputs, lr, scratch):
 def _draw_negative(accept, alias, state):
     """A word drawn from the alias table (`alias_table`); returns (word, state)."""
     state = _next_random(state)
-    word = np.int32((state >> np.uint64(16)) % np.uint64(accept.shape[0]))
+    word = np.int32(_below(state, accept.shape[0]))
     state = _next_random(state)
     if np.float32((state >> np.uint64(40)) & np.uint64(0xFFFFFF)) >= accept[word] * np.float32(16777216.0):
         word = alias[word]
@@ -221,7 +228,7 @@ def _train_piece(syn0, syn1, words, accept, alias, cbow, window, negatives, lr, 
     examples = 0
     for i in range(n):
         state = _next_random(state)
-        reach = window - np.int64((state >> np.uint64(16)) % np.uint64(window))  # reduced window in 1..window
+        reach = window - np.int64(_below(state, window))  # reduced window in 1..window
         m = 0
         for j in range(max(0, i - reach), min(n, i + reach + 1)):
             if j != i:
@@ -324,8 +331,8 @@ def alias_table(weights) -> tuple[np.ndarray, np.ndarray]:
     return accept.astype(np.float32), alias
 
 
-def split_spans(starts: np.ndarray, workers: int) -> list[np.ndarray]:
-    """Splits the document offsets `starts` ([n + 1]) into `workers` runs of whole documents
+def split_spans(starts: np.ndarray, parts: int) -> list[np.ndarray]:
+    """Splits the document offsets `starts` ([n + 1]) into up to `parts` runs of whole documents
     with about the same number of words; each run keeps its end offset.
 
     Example:
@@ -333,29 +340,43 @@ def split_spans(starts: np.ndarray, workers: int) -> list[np.ndarray]:
     [[0, 2, 3, 9], [9, 10]]
     """
     total = starts[-1] - starts[0]
-    cuts = np.searchsorted(starts, starts[0] + total * np.arange(1, workers) / workers)
+    cuts = np.searchsorted(starts, starts[0] + total * np.arange(1, parts) / parts)
     bounds = np.unique(np.concatenate([[0], cuts, [len(starts) - 1]]))
     return [starts[a : b + 1] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-def span_seed(seed: int, epoch: int, worker: int) -> int:
-    """The seed of one worker's span in one epoch: distinct for every (seed, epoch, worker)."""
-    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, worker]).generate_state(2, np.uint64)[0])
+def span_seed(seed: int, epoch: int, span: int) -> int:
+    """The seed of one span in one epoch: distinct for every (seed, epoch, span)."""
+    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, span]).generate_state(2, np.uint64)[0])
 
 
-def train_epoch(syn0, syn1, ids, spans, keep, negatives_table, *, cbow, window, negatives, lr_begin, lr_end, seed, epoch):
-    """One epoch over `spans` (from `split_spans`), one thread per span, all updating `syn0` and
-    `syn1` at once; returns (summed loss, examples)."""
+def train_epoch(syn0, syn1, ids, spans, keep, negatives_table, *, workers, cbow, window, negatives, lr_begin, lr_end,
+                seed, epoch):
+    """One epoch over `spans` (from `split_spans`, in order of the corpus): `workers` threads take
+    the next span as they finish one, all updating `syn0` and `syn1` at once, so a thread that the
+    machine slows down does not hold the others up. A span's learning rate and seed depend on
+    its place alone, so one worker gives the same result on every run. Returns (summed loss,
+    examples)."""
+    first, total = spans[0][0], max(1, spans[-1][-1] - spans[0][0])
     results = [None] * len(spans)
+    taken = iter(range(len(spans)))
+    lock = threading.Lock()
 
-    def work(worker):
-        results[worker] = train_span(syn0, syn1, ids, spans[worker], keep, *negatives_table, cbow, window, negatives,
-                                     lr_begin, lr_end, np.uint64(span_seed(seed, epoch, worker)))
+    def work():
+        while True:
+            with lock:
+                index = next(taken, None)
+            if index is None:
+                return
+            span = spans[index]
+            begin, end = ((lr_begin + (lr_end - lr_begin) * (offset - first) / total) for offset in (span[0], span[-1]))
+            results[index] = train_span(syn0, syn1, ids, span, keep, *negatives_table, cbow, window, negatives,
+                                        begin, end, np.uint64(span_seed(seed, epoch, index)))
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(1, len(spans))]
+    threads = [threading.Thread(target=work) for _ in range(1, workers)]
     for thread in threads:
         thread.start()
-    work(0)
+    work()
     for thread in threads:
         thread.join()
     return sum(r[0] for r in results), sum(r[1] for r in results)
