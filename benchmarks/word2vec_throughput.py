@@ -85,11 +85,14 @@ def quality(vectors):
 
     unit = vectors.vectors[:200] / np.linalg.norm(vectors.vectors[:200], axis=1, keepdims=True)
     cosines = unit @ unit.T
+    wordsim = vectors.evaluate_word_pairs(datapath("wordsim353.tsv"))
+    simlex = vectors.evaluate_word_pairs(datapath("simlex999.txt"))
+    analogy = vectors.evaluate_analogies(datapath("questions-words.txt"))
     return {
-        "wordsim353": vectors.evaluate_word_pairs(datapath("wordsim353.tsv"))["spearman"],
-        "simlex999": vectors.evaluate_word_pairs(datapath("simlex999.txt"))["spearman"],
-        "analogy": vectors.evaluate_analogies(datapath("questions-words.txt"))["accuracy"],
+        "wordsim353": wordsim["spearman"], "simlex999": simlex["spearman"], "analogy": analogy["accuracy"],
         "mean_cosine_top200": float(cosines[np.triu_indices(len(unit), 1)].mean()),
+        "scored": {"wordsim353_pairs": wordsim["pairs"], "simlex999_pairs": simlex["pairs"],
+                   "analogy_questions": analogy["questions"]},
     }
 
 
@@ -155,6 +158,8 @@ def main(argv=None):
             print(f"{model:8s} {name:7s}  {s['median_words_per_second']:>16,.0f}  "
                   f"{ratio if name == 'kmlm' else 1.0:5.2f}  {cells[0]:22s}  {cells[1]:21s}  {cells[2]:19s}  "
                   f"{s['mean_cosine_top200']['median']:.3f}")
+    for (model, name), records in runs.items():
+        print(f"{model} {name} scored on: {records[0]['scored']}")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     if args.json:
         with open(args.json, "w") as f:
