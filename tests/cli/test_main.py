@@ -9,7 +9,7 @@ import pytest
 
 from kmlm.cli.main import main
 from kmlm.pipelines import SPECIAL_TOKENS
-from tests.helpers import kill_during_training, logged_epochs, run_cli, write_corpus
+from tests.helpers import run_cli, write_corpus
 
 TINY = ["--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--vocab-size", "300", "--log-points", "4"]
 ENGLISH = [
@@ -207,34 +207,6 @@ def test_every_command_has_help():
     for command in ([], ["vocab"], ["pretrain"], ["evaluate"], ["fill-mask"]):
         result = subprocess.run([sys.executable, "-m", "kmlm", *command, "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and result.stdout.startswith("usage: kmlm")
-
-
-@pytest.mark.slow
-def test_rerunning_after_a_kill_resumes(tmp_path):
-    corpus = write_corpus(tmp_path / "corpus.txt", ENGLISH * 4)
-    out = tmp_path / "run"
-    command = [sys.executable, "-m", "kmlm", "pretrain", "--corpus", corpus, "--out", str(out), "--steps", "400",
-               "--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--vocab-size", "300",
-               "--log-points", "40", "--eval-batches", "0", "--no-jit", "--quiet"]
-    epochs_before = kill_during_training(command, out, epochs=3)
-    assert not (out / "model.keras").exists()
-    assert epochs_before and epochs_before[-1] < 39
-
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    epochs = logged_epochs(out)
-    resumed_at = epochs[len(epochs_before)]
-    assert 0 < resumed_at <= epochs_before[-1] + 1  # continued, did not start over
-    assert epochs[-1] == 39 and (out / "model.keras").exists() and not (out / "backup").exists()
-    # The backup restored the optimizer (Adam moments, the step counter that drives the learning-rate
-    # schedule): a resumed run that restarted the counter would end below 400 steps.
-    from kmlm.run_directory import load_model_safely
-
-    model = load_model_safely(str(out / "model.keras"), compile=True)
-    assert int(model.optimizer.iterations.numpy()) == 400
-    # Steps lost to the kill: those after the last backup, fewer than one epoch of 10 steps.
-    print(f"killed after epoch {epochs_before[-1] + 1}; resumed at epoch {resumed_at + 1}; "
-          f"lost at most {10 * (epochs_before[-1] + 1 - resumed_at) + 9} steps of 400")
 
 
 @pytest.mark.slow

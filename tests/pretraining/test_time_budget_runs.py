@@ -30,9 +30,10 @@ def test_a_run_by_time_stops_at_its_budget_and_records_the_steps_it_reached(tmp_
     metrics = pretrain(str(out), PretrainSettings(corpus=corpus, time_budget=budget_minutes, **TOY), verbose=0)
     progress = _progress(out)
     assert progress["budget_seconds"] == 6.0
-    # It trained until the budget was spent, and stopped at the first step after it.
+    # It trained until the budget was spent, and stopped at the first step after it (a few seconds of
+    # slack: on a busy machine one step can take far longer than the mean).
     step_seconds = progress["train_seconds"] / progress["steps"]
-    assert 6.0 <= progress["train_seconds"] <= 6.0 + 5 * step_seconds + 0.5
+    assert 6.0 <= progress["train_seconds"] <= 6.0 + 5 * step_seconds + 3.0
     assert metrics["steps"] == progress["steps"] > 50
     assert progress["startup_seconds"] > 0 and progress["evaluation_seconds"] > 0
     record = RunConfig.read(str(out))
