@@ -51,6 +51,9 @@ class FastTextSettings(Word2VecSettings):
             (max_n 0: no n-grams, plain word2vec written as a `.bin`).
         buckets: rows of the hashed n-gram table (fastText's -bucket).
         learning_rate: fastText's default 0.05.
+
+    word2vec's `workers` is inherited but unused (fastText trains with `model.fit`, not the
+    compiled negative-sampling trainer), so `fasttext.json` does not record it.
     """
 
     learning_rate: float = 0.05
@@ -69,6 +72,11 @@ class FastTextSettings(Word2VecSettings):
             raise ValueError(f"--max-n {self.max_n} must be >= 0 (0: no n-grams)")
         if self.buckets < 1 and self.max_n > 0:
             raise ValueError(f"--buckets {self.buckets} must be at least 1 when words have n-grams")
+
+
+# The settings fasttext.json records: all of FastTextSettings but the unused `workers`.
+_RECORDED_FIELDS = [field.name for field in dataclasses.fields(FastTextSettings) if field.name != "workers"]
+_RecordedSettings = dataclasses.make_dataclass("RecordedFastTextSettings", _RECORDED_FIELDS)
 
 
 def subword_matrix(vocabulary, min_n, max_n, buckets) -> np.ndarray:
@@ -194,6 +202,7 @@ def save_fasttext_run(out: str, result: FastTextResult, settings: FastTextSettin
     lines) and `fasttext.json` (settings and throughput) into `out`."""
     record = {"words_per_second": result.words_per_second, "loss": result.history.get("loss", []),
               "model_file": MODEL_FILE}
-    write_vectors_directory(out, result.vectors, SETTINGS_FILE, settings=settings, corpus=corpus, extra=record,
+    recorded = _RecordedSettings(**{name: getattr(settings, name) for name in _RECORDED_FIELDS})
+    write_vectors_directory(out, result.vectors, SETTINGS_FILE, settings=recorded, corpus=corpus, extra=record,
                             vectors_file=VECTORS_FILE)
     save_fasttext_bin(os.path.join(out, MODEL_FILE), result.vectors, result.output_rows, fasttext_args(settings))
