@@ -309,11 +309,12 @@ class Tasker:
         info = self.info
         if info.task != "qa":
             raise ValueError(f"answers need a qa model; this is a {info.task} model")
-        if self._reader is None or self._reader.null_threshold != info.null_threshold:
+        if self._reader is None or self._reader.max_answer_length != info.max_answer_length:
             settings = WindowSettings(seq_len=info.seq_len, doc_stride=info.doc_stride,
                                       max_query_length=info.max_query_length)
             self._reader = SpanReader(self.model, self.tokenizer, self.ids, settings,
-                                      max_answer_length=info.max_answer_length, null_threshold=info.null_threshold)
+                                      max_answer_length=info.max_answer_length)
+        self._reader.null_threshold = info.null_threshold  # applied after the graph: no new trace
         return self._reader.answers(questions, contexts, batch_size)
 
     def embed(self, texts, batch_size=32):

@@ -248,7 +248,19 @@ def best_spans(context, start_logits, end_logits, starts, ends, example, *, max_
     answer = tf.strings.substr(context, byte_start, byte_end - byte_start)
     return {"answer": tf.where(answered, answer, ""), "start": tf.where(answered, char_start, -1),
             "end": tf.where(answered, char_end, -1), "score": tf.where(answered, span_score, null_score),
-            "null_score_diff": null_score_diff}
+            "null_score_diff": null_score_diff, "null_score": null_score}
+
+
+def apply_null_threshold(found, null_threshold):
+    """`best_spans(..., null_threshold=None)`'s NumPy outputs as `best_spans(...,
+    null_threshold)` would have given them: a question whose `null_score_diff` exceeds the
+    threshold (compared in float32, as in the graph) gets no answer and the no-answer score."""
+    if null_threshold is None:
+        return found
+    unanswered = ~(found["null_score_diff"] <= np.float32(null_threshold))
+    return {**found, "answer": np.where(unanswered, b"", found["answer"]),
+            "start": np.where(unanswered, -1, found["start"]), "end": np.where(unanswered, -1, found["end"]),
+            "score": np.where(unanswered, found["null_score"], found["score"])}
 
 
 def best_null_threshold(answers, null_score_diffs, gold_answers):
@@ -282,12 +294,15 @@ def best_null_threshold(answers, null_score_diffs, gold_answers):
     return best
 
 
+_TEXT_PAIR_SIGNATURE = (tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.string))
+
+
 def window_arrays(examples, tokenizer, ids, settings, chunk=256):
     """Every window of QA examples as NumPy arrays [W, S]: the model features, the targets
     `start_positions`/`end_positions` (the first gold answer; [CLS] where it is absent or
     outside the window) and `example` [W]. Returns (arrays, unlocated): the number of
     answers whose text is not in their context (trained as no answer)."""
-    @tf.function
+    @tf.function(input_signature=_TEXT_PAIR_SIGNATURE)  # one trace for every chunk size
     def encode(question, context):
         windows = qa_windows(tokenizer, ids, question, context, settings)
         return (*dense_windows(windows, ids, settings.seq_len), windows["example"])
@@ -334,7 +349,9 @@ class SpanReader:
         tokenizer, ids: the run's tokenizer and `SpecialIds`.
         settings: `WindowSettings`.
         max_answer_length: longest answer in tokens.
-        null_threshold: None to always answer, else the v2.0 no-answer threshold.
+        null_threshold: None to always answer, else the v2.0 no-answer threshold. It is applied
+            to the graph's thresholdless answers (as `best_spans` applies it, in float32), so it
+            may change between calls without tracing the graph again.
     """
 
     def __init__(self, model, tokenizer, ids, settings, *, max_answer_length=MAX_ANSWER_LENGTH, null_threshold=None):
@@ -349,9 +366,10 @@ class SpanReader:
             features, starts, ends = dense_windows(windows, ids, length)
             logits = model(features, training=False)
             return best_spans(context, logits["start_logits"], logits["end_logits"], starts, ends, windows["example"],
-                              max_answer_length=self.max_answer_length, null_threshold=null_threshold)
+                              max_answer_length=self.max_answer_length, null_threshold=None)
 
-        self._read = tf.function(read, reduce_retracing=True)
+        # One trace for every batch size: tracing the tokenizer's graph costs seconds.
+        self._read = tf.function(read, input_signature=_TEXT_PAIR_SIGNATURE)
 
     def answers(self, questions, contexts, batch_size=32):
         """One dict per question: `answer`, `start`, `end` (character offsets in its context,
@@ -363,6 +381,7 @@ class SpanReader:
             found = self._read(tf.constant(list(questions[begin: begin + batch_size]), tf.string),
                                tf.constant(list(contexts[begin: begin + batch_size]), tf.string))
             found = {name: value.numpy() for name, value in found.items()}
+            found = apply_null_threshold(found, self.null_threshold)
             for row in range(len(found["answer"])):
                 results.append({"answer": found["answer"][row].decode("utf-8"), "start": int(found["start"][row]),
                                 "end": int(found["end"][row]), "score": float(found["score"][row]),

@@ -11,8 +11,8 @@ import tensorflow as tf
 from kmlm.pipelines import make_tokenizer, special_ids
 from kmlm.tasks.examples import load_task_examples
 from kmlm.tasks.metrics import answer_f1, answer_scores, normalize_answer
-from kmlm.tasks.qa import (WindowSettings, answer_byte_span, best_null_threshold, best_spans, dense_windows,
-                           qa_windows, span_targets)
+from kmlm.tasks.qa import (WindowSettings, answer_byte_span, apply_null_threshold, best_null_threshold, best_spans,
+                           dense_windows, qa_windows, span_targets)
 
 VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "what", "is", "the", "code", "?",
               "a", "b", "c", "d", "e", "##s", "价", "格"]
@@ -124,6 +124,20 @@ def test_the_search_equals_a_brute_force_search_over_all_windows(windows):
         assert CONTEXTS[0][found["start"][0]: found["end"][0]] == text
         null = min(start[w, 0] + end[w, 0] for w in range(4))
         assert found["null_score_diff"][0] == pytest.approx(null - best, abs=1e-5)
+
+
+def test_a_threshold_applied_after_the_graph_gives_the_graphs_thresholded_answers(windows):
+    rng = np.random.default_rng(1)
+    start, end = rng.normal(size=[2, 5, 10]).astype(np.float32)
+    start[:, 0] += 1.5  # no-answer scores near the best spans': some thresholds cut, some not
+    free = {name: np.asarray(value) for name, value in _search(windows, start, end, max_answer_length=30).items()}
+    diffs = free["null_score_diff"][np.isfinite(free["null_score_diff"])]
+    for threshold in (-5.0, 0.0, float(diffs[0]), float(diffs[0]) - 1e-3, 5.0):
+        graph = _search(windows, start, end, max_answer_length=30, null_threshold=threshold)
+        after = apply_null_threshold(free, threshold)
+        for name in ("answer", "start", "end", "score", "null_score_diff"):
+            assert np.asarray(after[name]).tolist() == graph[name], (threshold, name)
+    assert apply_null_threshold(free, None) is free
 
 
 @pytest.mark.parametrize("text, normalized", [
