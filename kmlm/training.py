@@ -363,7 +363,8 @@ class TrainingClock(keras.callbacks.Callback):
 
     With `budget_seconds` it also sets the optimizer's learning rate before every step from the
     share of the budget spent (`schedule_factor` over time, with `warmup` a share of the
-    budget) and stops training at the first step that ends past the budget. The optimizer's
+    budget) and stops training at the first step that ends past the budget; the clock stops with
+    that step (the epoch's validation and saves that follow are not training). The optimizer's
     learning rate must then be a plain variable (`make_optimizer(total_steps=None)`).
 
     Example:
@@ -386,6 +387,7 @@ class TrainingClock(keras.callbacks.Callback):
         self._started = None
         self._paused_at = None
         self._fit_began = None
+        self._budget_spent = False
         self.epochs = {}
         self.interrupted = {}
 
@@ -416,15 +418,19 @@ class TrainingClock(keras.callbacks.Callback):
         if self._started is None:
             self._started = time.perf_counter()
             self.startup_seconds = self._started - self._fit_began
-        if self.budget_seconds is not None and self.elapsed() >= self.budget_seconds:
+        if self.budget_seconds is not None and self._paused_at is None and self.elapsed() >= self.budget_seconds:
             self.model.stop_training = True
+            # Training ends with this step: what fit still does (the epoch's validation, the
+            # callbacks' saves) is not training time, so the clock stops for good here.
+            self._paused_at = time.perf_counter()
+            self._budget_spent = True
 
     def on_test_begin(self, logs=None):
         if self._started is not None and self._paused_at is None:
             self._paused_at = time.perf_counter()
 
     def on_test_end(self, logs=None):
-        if self._paused_at is not None:
+        if self._paused_at is not None and not self._budget_spent:
             self._started += time.perf_counter() - self._paused_at
             self._paused_at = None
 

@@ -178,6 +178,33 @@ def test_validation_time_is_not_training_time(tmp_path, monkeypatch):
     assert len(recorder.rates) == int(BUDGET / STEP_SECONDS) + 1 and clock.elapsed() == BUDGET
 
 
+def test_the_clock_stops_with_the_step_that_spends_the_budget(tmp_path, monkeypatch):
+    # What fit does after that step (the last validation, the backup saved at the last epoch's
+    # end) is not training time; saves between epochs in the middle of the run are.
+    fake_time = FakeTime()
+    monkeypatch.setattr(training.time, "perf_counter", fake_time)
+
+    class EpochEndSaves(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):  # runs before the clock's own epoch record
+            fake_time.now += 50.0 if self.model.stop_training else 0.5
+
+        def on_test_batch_end(self, batch, logs=None):
+            fake_time.now += 100.0
+
+    progress = str(tmp_path / "progress.json")
+    clock = TrainingClock(progress, BUDGET, PEAK, WARMUP)
+    recorder = StepTakes(fake_time)
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 2), "float32")
+    _model().fit(x, y, batch_size=2, epochs=100, verbose=0, validation_data=(x, y),
+                 callbacks=[recorder, EpochEndSaves(), clock])
+    # 4 steps an epoch, 1 s each, the first outside the budget, 0.5 s between epochs: step 19
+    # spends the 20 s (18 s of steps after the first, 4 saves of 0.5 s), and the clock ends there.
+    assert BUDGET <= clock.elapsed() < BUDGET + STEP_SECONDS
+    assert len(recorder.rates) == 19
+    with open(progress) as file:
+        assert json.load(file)["train_seconds"] == clock.elapsed()
+
+
 def test_a_time_budget_needs_a_variable_learning_rate():
     optimizer = make_optimizer(PEAK, total_steps=None)
     optimizer.learning_rate = 0.5 * PEAK
