@@ -84,5 +84,7 @@ def require_positive(parser, args, names):
 
 
 def _number(value):
+    # Seven significant digits, not a fixed number of decimals: a tiny baseline (0.000336 s) rounded to
+    # six decimals would no longer give back its ratio (value / baseline_value).
     value = float(value)
-    return round(value, 6) if abs(value) < 1e6 else round(value, 1)
+    return float(f"{value:.7g}") if abs(value) < 1e6 else round(value, 1)
