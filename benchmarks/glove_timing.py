@@ -7,19 +7,20 @@ The corpus is read and split exactly as `word2vec_throughput.py` reads it (its
 WordSim-353 and SimLex-999 Spearman, Google analogy accuracy over the questions whose four
 words are in the vocabulary, mean cosine among the 200 most frequent words). Each round
 trains `train_glove` once with kmlm's GloVe defaults (`GloveSettings`: window 10, 25
-epochs, AdaGrad 0.1, batch 256) on one seed (round r: seed r - 1) and splits its seconds
-into three stages, timed around the functions `train_glove` calls:
+epochs, `glove.c`'s AdaGrad at 0.05, `--workers` threads) on one seed (round r: seed r - 1)
+and splits its seconds into three stages, timed around the functions `train_glove` calls:
 
 - vocabulary: `count_words` and `build_vocabulary` (one pass over the corpus);
 - counting: `cooccurrence_counts` (a second pass, windows and the sum over pairs); its
   words/s is the corpus words over its seconds;
-- training: the rest (the tf.data pipeline, the model and `model.fit` over `epochs` passes
-  over the non-zero co-occurrences), also given per epoch.
+- training: the rest (the compiled kernel's `epochs` passes over the shuffled non-zero
+  co-occurrences, and loading the kernel from Numba's cache), also given per epoch and as
+  co-occurrences/s (median epoch, from `GloveResult.entries_per_second`).
 
 The report gives the median and min..max over the seeds.
 
     flock /tmp/kmlm-bench.lock python benchmarks/glove_timing.py \\
-        --corpus /usr/share/doc/python3.11/html/_sources --rounds 3 --json glove.json
+        --corpus /usr/share/doc/python3.11/html/_sources --rounds 3 --workers 2 --json glove.json
 
 gensim is needed only for its copies of the evaluation files: `pip install gensim`.
 """
@@ -93,6 +94,8 @@ def main(argv=None):
     parser.add_argument("--window", type=int, default=defaults.window)
     parser.add_argument("--min-count", type=int, default=defaults.min_count)
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--x-max", type=float, default=defaults.x_max, help="cut-off of the weighting function")
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="training threads (0: one per core)")
     parser.add_argument("--rounds", type=int, default=3, help="seeds")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
@@ -100,25 +103,27 @@ def main(argv=None):
     texts, words = corpus_words(args.corpus, args.max_documents)
     corpus_size = sum(map(len, words))
     print(f"corpus {args.corpus}: {len(texts):,} documents, {corpus_size:,} words; GloVe dim {args.dim}, window "
-          f"{args.window}, min-count {args.min_count}, {args.epochs} epochs, batch {defaults.batch_size}, "
-          f"AdaGrad {defaults.learning_rate}, x_max {defaults.x_max}, alpha {defaults.alpha}; {os.cpu_count()} CPUs, "
-          f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} TF threads; "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+          f"{args.window}, min-count {args.min_count}, {args.epochs} epochs, {args.workers or os.cpu_count()} "
+          f"workers, AdaGrad {defaults.learning_rate}, x_max {args.x_max}, alpha {defaults.alpha}; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
     runs = []
     for round_number in range(args.rounds):
         settings = glove.GloveSettings(dim=args.dim, window=args.window, min_count=args.min_count,
-                                       epochs=args.epochs, seed=round_number)
+                                       epochs=args.epochs, seed=round_number, workers=args.workers,
+                                       x_max=args.x_max)
         load_before = os.getloadavg()[0]
         result, seconds = run_glove(texts, settings)
         record = {"seed": round_number, "seconds": seconds, "counting_words_per_second": corpus_size / seconds["counting"],
                   "training_seconds_per_epoch": seconds["training"] / args.epochs, "cooccurrences": result.pairs,
+                  "cooccurrences_per_second": statistics.median(result.entries_per_second),
                   "vocabulary": len(result.vectors), "final_loss": result.history["loss"][-1],
                   "load_average": [load_before, os.getloadavg()[0]], **quality(result.vectors)}
         runs.append(record)
         print(f"round {round_number + 1}: {len(result.vectors):,} words, {result.pairs:,} co-occurrences; vocabulary "
               f"{seconds['vocabulary']:.1f}s, counting {seconds['counting']:.1f}s "
               f"({record['counting_words_per_second']:,.0f} words/s), training {seconds['training']:.1f}s "
-              f"({record['training_seconds_per_epoch']:.2f}s/epoch), total {seconds['total']:.1f}s; loss "
+              f"({record['training_seconds_per_epoch']:.2f}s/epoch, {record['cooccurrences_per_second']:,.0f} "
+              f"co-occurrences/s), total {seconds['total']:.1f}s; loss "
               f"{record['final_loss']:.4f}; wordsim353 {record['wordsim353']:.3f}, simlex999 {record['simlex999']:.3f}, "
               f"analogy {record['analogy']:.3f}, mean cosine top-200 {record['mean_cosine_top200']:.3f}; load "
               f"{load_before:.2f} -> {os.getloadavg()[0]:.2f}", flush=True)
@@ -136,6 +141,7 @@ def report(runs):
     """Median and min..max over the rounds of the throughput, stage seconds and scores."""
     return {"counting_words_per_second": spread([r["counting_words_per_second"] for r in runs]),
             "training_seconds_per_epoch": spread([r["training_seconds_per_epoch"] for r in runs]),
+            "cooccurrences_per_second": spread([r["cooccurrences_per_second"] for r in runs]),
             **{f"{stage}_seconds": spread([r["seconds"][stage] for r in runs])
                  for stage in ("vocabulary", "counting", "training", "total")},
             **{name: spread([r[name] for r in runs]) for name in SCORES}}

@@ -47,13 +47,17 @@ def add_glove_command(commands):
     """Adds `kmlm glove`."""
     glove = add_command(commands, "glove", help="train GloVe vectors",
                         description="Count distance-weighted co-occurrences and fit GloVe's weighted "
-                                    "least squares with model.fit; writes DIR/vectors.txt, DIR/vocab.txt and "
-                                    "DIR/glove.json.")
+                                    "least squares with GloVe's AdaGrad in compiled CPU code (--workers threads "
+                                    "at once, the co-occurrences shuffled every epoch); writes DIR/vectors.txt "
+                                    "(w + w~), DIR/vocab.txt and DIR/glove.json.")
     glove.add_argument("--x-max", type=float, default=100.0, help="cut-off of the weighting function")
     glove.add_argument("--alpha", type=float, default=0.75, help="exponent of the weighting function")
     glove.add_argument("--format", choices=("word2vec", "glove"), default="word2vec",
                        help="vectors.txt with a \"N D\" header (word2vec) or without (glove)")
-    _add_training_options(glove, window=10, epochs=25, batch_size=256, learning_rate=0.1)
+    glove.add_argument("--workers", type=int, default=0,
+                       help="training threads (default 0: one per CPU core; 1: the same vectors on every run "
+                            "with the same --seed)")
+    _add_training_options(glove, window=10, epochs=25, batch_size=None, learning_rate=0.05)
     add_segmenter_option(glove)
     glove.set_defaults(run=_glove)
 
@@ -67,7 +71,8 @@ def _add_training_options(parser, *, window, epochs, batch_size, learning_rate):
     parser.add_argument("--window", type=positive_int, default=window, help="largest word distance")
     parser.add_argument("--min-count", type=positive_int, default=5, help="drop words seen fewer times")
     parser.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the data")
-    parser.add_argument("--batch-size", type=positive_int, default=batch_size, help="examples per step")
+    if batch_size is not None:  # None: a trainer without steps (GloVe)
+        parser.add_argument("--batch-size", type=positive_int, default=batch_size, help="examples per step")
     parser.add_argument("--learning-rate", type=float, default=learning_rate, help="initial learning rate")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and sampling")
     add_quiet_option(parser)
@@ -156,16 +161,18 @@ def _glove(args):
 
     settings = GloveSettings(
         dim=args.dim, window=args.window, min_count=args.min_count, x_max=args.x_max, alpha=args.alpha,
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
-        segmenter=_segmenter(args),
+        epochs=args.epochs, learning_rate=args.learning_rate, seed=args.seed, segmenter=_segmenter(args),
+        workers=args.workers,
     )
     settings.validate()
     documents = load_documents(args.corpus, one_per_line=args.one_per_line)
     start = time.time()
     result = train_glove(documents, settings, verbose=0 if args.quiet else 1)
     save_glove_run(args.out, result, settings, corpus=args.corpus, format=args.format)
+    rates = sorted(result.entries_per_second)
     print(f"{len(result.vectors)} word vectors of dim {args.dim} from {result.pairs:,} co-occurrences in "
-          f"{args.out}/vectors.txt; final loss {result.history['loss'][-1]:.4f}; {time.time() - start:.1f}s")
+          f"{args.out}/vectors.txt; final loss {result.history['loss'][-1]:.4f}; "
+          f"{rates[len(rates) // 2]:,.0f} co-occurrences/s (median epoch); {time.time() - start:.1f}s")
 
 
 def _fasttext(args):

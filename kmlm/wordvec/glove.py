@@ -1,13 +1,15 @@
 """GloVe: word vectors fitted to the logarithm of distance-weighted co-occurrence counts
-(Pennington, Socher & Manning 2014), trained with Keras.
+(Pennington, Socher & Manning 2014), trained in compiled CPU code.
 
 Counting follows GloVe's `cooccur`: words outside the vocabulary are removed first, then
 every pair of words at distance d <= window inside a document adds 1/d to X[i, j] (and to
 X[j, i] with `symmetric=True`). The model minimises
 
-    sum_ij f(X_ij) (w_i . w~_j + b_i + b~_j - log X_ij)^2,   f(x) = min(1, (x / x_max)^alpha)
+    sum_ij f(X_ij) (w_i . w~_j + b_i + b~_j - log X_ij)^2 / 2,   f(x) = min(1, (x / x_max)^alpha)
 
-over the non-zero X_ij with AdaGrad, and the word vectors are w + w~.
+over the non-zero X_ij with `glove.c`'s AdaGrad (`kmlm.wordvec.glove_kernel`: the entries
+shuffled every epoch, `workers` threads updating the tables at once), and the word vectors
+are w + w~.
 
 Example:
 (Trains on a corpus file, so not run as a test; tests/wordvec trains on small text.)
@@ -18,13 +20,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from kmlm.training import tf_data_fit
+from kmlm.wordvec import glove_kernel
 from kmlm.wordvec.vectors import WordVectors, write_vectors_directory
 from kmlm.pipelines.segmentation import check_segmenter
 from kmlm.wordvec.words import build_vocabulary, count_words, known_word_ids, word_id_table
@@ -45,11 +47,12 @@ class GloveSettings:
         symmetric: count pairs in both directions (GloVe's default).
         distance_weighting: a pair at distance d adds 1/d (else 1).
         x_max, alpha: the weighting function f.
-        epochs: passes over the non-zero co-occurrences.
-        batch_size: co-occurrences per step.
-        learning_rate: AdaGrad step size.
+        epochs: passes over the non-zero co-occurrences, shuffled every epoch.
+        learning_rate: AdaGrad's initial step size (`glove.c`'s eta, 0.05).
         seed: seed of initialisation and shuffling.
         segmenter: None, or "jieba": Chinese words are words, not characters (`split_words`).
+        workers: training threads (0: one per CPU core); with one worker a seed gives the
+            same vectors on every run.
     """
 
     dim: int = 100
@@ -60,20 +63,22 @@ class GloveSettings:
     x_max: float = 100.0
     alpha: float = 0.75
     epochs: int = 25
-    batch_size: int = 256
-    learning_rate: float = 0.1
+    learning_rate: float = 0.05
     seed: int = 0
     segmenter: str | None = None
+    workers: int = 0
 
     def validate(self):
         check_segmenter(self.segmenter)
-        for name in ("dim", "window", "min_count", "epochs", "batch_size"):
+        for name in ("dim", "window", "min_count", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
         if self.x_max <= 0 or self.alpha <= 0 or self.learning_rate <= 0:
             raise ValueError(
                 f"x_max={self.x_max}, alpha={self.alpha} and learning_rate={self.learning_rate} must be positive"
             )
+        if self.workers < 0:
+            raise ValueError(f"workers={self.workers} must be >= 0 (0: one per CPU core)")
 
 
 def cooccurrence_counts(documents, vocabulary, window=10, symmetric=True, distance_weighting=True, segmenter=None):
@@ -129,62 +134,28 @@ def glove_weights(x, x_max=100.0, alpha=0.75):
     return np.minimum(1.0, (np.asarray(x, dtype=np.float64) / x_max) ** alpha)
 
 
-@keras.saving.register_keras_serializable(package="kmlm")
-class Glove(keras.Model):
-    """GloVe's bilinear model: inputs `rows`, `cols` [B] int32, output
-    w_rows . w~_cols + b_rows + b~_cols [B].
-
-    Example:
-    >>> Glove(100, 16)({"rows": tf.constant([1]), "cols": tf.constant([2])}).shape
-    TensorShape([1])
-    """
-
-    def __init__(self, vocabulary_size, dim, seed=0, **kwargs):
-        super().__init__(**kwargs)
-        self.vocabulary_size = vocabulary_size
-        self.dim = dim
-        self.seed = seed
-        # GloVe's initialisation: uniform in +-0.5 / dim for vectors and biases.
-        def init(offset):
-            return keras.initializers.RandomUniform(-0.5 / dim, 0.5 / dim, seed=seed + offset)
-
-        self.word_embedding = keras.layers.Embedding(vocabulary_size, dim, embeddings_initializer=init(0), name="word")
-        self.context_embedding = keras.layers.Embedding(
-            vocabulary_size, dim, embeddings_initializer=init(1), name="context"
-        )
-        self.word_bias = keras.layers.Embedding(vocabulary_size, 1, embeddings_initializer=init(2), name="word_bias")
-        self.context_bias = keras.layers.Embedding(
-            vocabulary_size, 1, embeddings_initializer=init(3), name="context_bias"
-        )
-
-    def call(self, inputs):
-        rows, cols = inputs["rows"], inputs["cols"]
-        dot = tf.reduce_sum(self.word_embedding(rows) * self.context_embedding(cols), axis=-1)
-        return dot + self.word_bias(rows)[..., 0] + self.context_bias(cols)[..., 0]
-
-    def word_vectors(self):
-        """w + w~, GloVe's default output."""
-        return self.word_embedding.embeddings.numpy() + self.context_embedding.embeddings.numpy()
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(vocabulary_size=self.vocabulary_size, dim=self.dim, seed=self.seed)
-        return config
-
-
 @dataclasses.dataclass
 class GloveResult:
-    """What `train_glove` returns: `vectors` (`WordVectors` with counts), the Keras `model`,
-    the number of non-zero co-occurrences `pairs`, and the Keras `history` dict."""
+    """What `train_glove` returns.
+
+    Attributes:
+        vectors: w + w~ as `WordVectors` (with counts).
+        tables: the trained `glove_kernel.GloveTables` (w, w~, biases, accumulators).
+        pairs: the number of non-zero co-occurrences.
+        entries_per_second: per-epoch training throughput in co-occurrences per second.
+        history: {"loss": the mean f e^2 / 2 of an entry, per epoch}.
+    """
 
     vectors: WordVectors
-    model: Glove
+    tables: glove_kernel.GloveTables
     pairs: int
+    entries_per_second: list
     history: dict
 
 
 def train_glove(documents: tf.data.Dataset, settings: GloveSettings | None = None, verbose=0) -> GloveResult:
-    """Counts co-occurrences in `documents` and fits GloVe to them with `model.fit`."""
+    """Counts co-occurrences in `documents` and fits GloVe to them (`fit_glove`); with
+    `verbose`, prints the counts and every epoch's loss and entries/s."""
     settings = settings or GloveSettings()
     settings.validate()
     start = time.time()
@@ -196,30 +167,37 @@ def train_glove(documents: tf.data.Dataset, settings: GloveSettings | None = Non
         raise ValueError("no two vocabulary words occur within the window; give a larger corpus or lower --min-count")
     if verbose:
         print(f"{len(vocabulary):,} words, {len(values):,} non-zero co-occurrences ({time.time() - start:.1f}s)", flush=True)
-    examples = (
-        tf.data.Dataset.from_tensor_slices(
-            (
-                {"rows": rows, "cols": cols},
-                np.log(values).astype(np.float32),
-                glove_weights(values, settings.x_max, settings.alpha).astype(np.float32),
-            )
-        )
-        .shuffle(len(values), seed=settings.seed, reshuffle_each_iteration=True)
-        .batch(settings.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    keras.utils.set_random_seed(settings.seed)
-    model = Glove(len(vocabulary), settings.dim, seed=settings.seed, name="glove")
-    model.compile(optimizer=keras.optimizers.Adagrad(settings.learning_rate), loss="mean_squared_error")
-    with tf_data_fit():
-        history = model.fit(examples, epochs=settings.epochs, verbose=verbose)
-    vectors = WordVectors(vocabulary, model.word_vectors(), counts=frequencies)
-    return GloveResult(vectors=vectors, model=model, pairs=len(values), history=history.history)
+    tables, rates, losses = fit_glove(len(vocabulary), rows, cols, values, settings, verbose)
+    vectors = WordVectors(vocabulary, tables.vectors(), counts=frequencies)
+    return GloveResult(vectors=vectors, tables=tables, pairs=len(values), entries_per_second=rates,
+                       history={"loss": losses})
+
+
+def fit_glove(vocabulary_size, rows, cols, values, settings: GloveSettings, verbose=0):
+    """Fits GloVe's tables to the co-occurrences (rows, cols, values) for `settings.epochs`
+    epochs. Returns (tables, entries/s per epoch, mean loss per epoch)."""
+    tables = glove_kernel.initial_tables(vocabulary_size, settings.dim, settings.seed)
+    entries = (rows.astype(np.int32), cols.astype(np.int32), np.log(values),
+               glove_weights(values, settings.x_max, settings.alpha))
+    glove_kernel.compile_kernel(tables, *entries)
+    workers = settings.workers or os.cpu_count() or 1
+    rates, losses = [], []
+    for epoch in range(settings.epochs):
+        begin = time.perf_counter()
+        losses.append(glove_kernel.train_epoch(tables, *entries, lr=settings.learning_rate, workers=workers,
+                                               seed=settings.seed, epoch=epoch))
+        rates.append(len(values) / (time.perf_counter() - begin))
+        if verbose:
+            print(f"epoch {epoch + 1}/{settings.epochs}: loss {losses[-1]:.4f}, {rates[-1]:,.0f} co-occurrences/s",
+                  flush=True)
+    return tables, rates, losses
 
 
 def save_glove_run(out, result: GloveResult, settings: GloveSettings, corpus=None, format="word2vec"):
     """Writes `vectors.txt` (word2vec text format, or GloVe's with format="glove"),
-    `vocab.txt` ("word count" lines) and `glove.json` (settings and losses) into `out`."""
-    record = {"cooccurrences": result.pairs, "loss": result.history.get("loss", [])}
+    `vocab.txt` ("word count" lines) and `glove.json` (settings, losses and co-occurrences/s)
+    into `out`."""
+    record = {"cooccurrences": result.pairs, "loss": result.history.get("loss", []),
+              "cooccurrences_per_second": result.entries_per_second}
     write_vectors_directory(out, result.vectors, SETTINGS_FILE, settings=settings, corpus=corpus, extra=record,
                             format=format)
