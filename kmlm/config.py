@@ -42,6 +42,9 @@ class ModelConfig:
     # Options of converted families; config.json leaves them out at their defaults.
     embedding_dim: int | None = None  # token/position table width when it differs from hidden_dim (ALBERT)
     share_layers: bool = False  # one block's weights for every layer (ALBERT)
+    # Positions counted from the start of each document of a packed row instead of the row:
+    # a document reads the same wherever packing put it (a single document: no difference).
+    document_positions: bool = False
 
     def __post_init__(self):
         for name in ("vocabulary_size", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "max_position"):
@@ -82,7 +85,7 @@ class ModelConfig:
 
     def to_dict(self):
         values = dataclasses.asdict(self)
-        for name, default in (("embedding_dim", None), ("share_layers", False)):
+        for name, default in (("embedding_dim", None), ("share_layers", False), ("document_positions", False)):
             if values[name] == default:  # config.json of a BERT-shaped model reads as before
                 del values[name]
         return values

@@ -64,9 +64,10 @@ class Encoder(keras.Model):
             layer_norm_epsilon=config.layer_norm_epsilon,
             initializer_range=config.initializer_range,
             embedding_dim=config.embedding_dim,
+            document_positions=config.document_positions,
             name="embedding",
         )
-        x = embedding(inputs["token_ids"], inputs["segment_ids"])
+        x = embedding(inputs["token_ids"], inputs["segment_ids"], inputs["document_ids"])
         # With share_layers (ALBERT) one block, "block_0", runs num_layers times.
         blocks = [_encoder_block(config, f"block_{i}") for i in range(1 if config.share_layers else config.num_layers)]
         for i in range(config.num_layers):
@@ -108,7 +109,7 @@ class Encoder(keras.Model):
         """
         if token_vectors is None:
             token_vectors = self.embedding.token_vectors(inputs["token_ids"])
-        x = self.embedding.from_token_vectors(token_vectors, inputs["segment_ids"], training=False)
+        x = self.embedding.from_token_vectors(token_vectors, inputs["segment_ids"], inputs["document_ids"], training=False)
         attention = []
         for i in range(self.config.num_layers):
             x, probabilities = self.block(i)(

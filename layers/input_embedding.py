@@ -54,6 +54,7 @@ class InputEmbedding(keras.layers.Layer):
         layer_norm_epsilon=1e-12,
         initializer_range=0.02,
         embedding_dim=None,
+        document_positions=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -65,6 +66,7 @@ class InputEmbedding(keras.layers.Layer):
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.initializer_range = float(initializer_range)
         self.embedding_dim = self.hidden_dim if embedding_dim is None else int(embedding_dim)
+        self.document_positions = bool(document_positions)
 
     def build(self, token_ids_shape, segment_ids_shape=None):
         init = keras.initializers.TruncatedNormal(stddev=self.initializer_range)
@@ -91,21 +93,25 @@ class InputEmbedding(keras.layers.Layer):
             self.projection_bias = self.add_weight(name="projection_bias", shape=(self.hidden_dim,), initializer="zeros")
         self.built = True
 
-    def call(self, token_ids, segment_ids=None, training=None):
-        return self.from_token_vectors(self.token_vectors(token_ids), segment_ids, training=training)
+    def call(self, token_ids, segment_ids=None, document_ids=None, training=None):
+        return self.from_token_vectors(self.token_vectors(token_ids), segment_ids, document_ids, training=training)
 
     def token_vectors(self, token_ids):
         """The rows of the token table for `token_ids` [B, S]: [B, S, embedding_dim]."""
         return ops.take(ops.cast(self.token_embeddings, self.compute_dtype), token_ids, axis=0)
 
-    def from_token_vectors(self, token_vectors, segment_ids=None, training=None):
+    def from_token_vectors(self, token_vectors, segment_ids=None, document_ids=None, training=None):
         """The layer's output for given token vectors [B, S, embedding_dim] instead of ids: adds
         the position and segment embeddings, then LayerNorm, dropout and the projection to
         `hidden_dim` if any. Attribution methods (integrated gradients) move the inputs along a
         path in this space."""
         seq_len = ops.shape(token_vectors)[1]
         x = ops.cast(token_vectors, self.compute_dtype)
-        x = x + ops.expand_dims(ops.cast(self.position_embeddings, self.compute_dtype)[:seq_len], 0)
+        positions = ops.cast(self.position_embeddings, self.compute_dtype)
+        if self.document_positions and document_ids is not None:
+            x = x + ops.take(positions, document_positions(document_ids), axis=0)
+        else:
+            x = x + ops.expand_dims(positions[:seq_len], 0)
         if self.segment_embeddings is not None and segment_ids is not None:
             x = x + ops.take(ops.cast(self.segment_embeddings, self.compute_dtype), segment_ids, axis=0)
         x = ops.cast(self.norm(x), self.compute_dtype)
@@ -128,5 +134,24 @@ class InputEmbedding(keras.layers.Layer):
             layer_norm_epsilon=self.layer_norm_epsilon,
             initializer_range=self.initializer_range,
             embedding_dim=self.embedding_dim,
+            document_positions=self.document_positions,
         )
         return config
+
+
+def document_positions(document_ids):
+    """Position of each token within its document of a packed row: [B, S] int32.
+
+    Documents of a packed row are contiguous runs of one id (padding, id 0, at the end); a
+    token's position is the number of tokens before it in the row that carry its id.
+
+    Example:
+    >>> ops.convert_to_numpy(document_positions(ops.convert_to_tensor([[1, 1, 1, 2, 2, 0, 0]]))).tolist()
+    [[0, 1, 2, 0, 1, 0, 1]]
+    """
+    document_ids = ops.convert_to_tensor(document_ids)
+    seq_len = ops.shape(document_ids)[1]
+    same = ops.equal(ops.expand_dims(document_ids, 2), ops.expand_dims(document_ids, 1))  # [B, S, S]
+    index = ops.arange(seq_len)
+    before = ops.expand_dims(ops.greater(ops.expand_dims(index, 1), ops.expand_dims(index, 0)), 0)
+    return ops.sum(ops.cast(ops.logical_and(same, before), "int32"), axis=2)

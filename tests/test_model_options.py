@@ -51,3 +51,49 @@ def test_shared_factorized_encoder_runs_one_block_and_round_trips(tmp_path):
     assert loaded.encoder.config == config and len(loaded.encoder.blocks) == 1
     np.testing.assert_array_equal(np.asarray(loaded(features, training=False)), np.asarray(model(features, training=False)))
     assert loaded.count_params() == model.count_params()
+
+
+def _packed_and_alone(config):
+    """One packed row holding two documents, and each document alone in its own row."""
+    model = build_mlm_model(config)
+    first, second = [2, 7, 9, 11, 3], [2, 5, 8, 3]
+    packed = np.array([first + second + [0, 0, 0]], np.int32)
+    documents = np.array([[1] * 5 + [2] * 4 + [0] * 3], np.int32)
+    outputs = model.encoder({"token_ids": packed, "segment_ids": np.zeros_like(packed), "document_ids": documents},
+                            training=False)
+    alone = []
+    for tokens in (first, second):
+        ids = np.array([tokens], np.int32)
+        alone.append(model.encoder({"token_ids": ids, "segment_ids": np.zeros_like(ids),
+                                    "document_ids": np.ones_like(ids)}, training=False))
+    return np.asarray(outputs)[0], [np.asarray(a)[0] for a in alone]
+
+
+def test_with_document_positions_a_packed_document_reads_as_if_it_were_alone():
+    config = ModelConfig(**OPTIONS, norm_first=True, document_positions=True)
+    assert ModelConfig.from_dict(config.to_dict()) == config and config.to_dict()["document_positions"] is True
+    packed, (first, second) = _packed_and_alone(config)
+    np.testing.assert_allclose(packed[:5], first, atol=1e-5)
+    np.testing.assert_allclose(packed[5:9], second, atol=1e-5)
+
+
+def test_with_row_positions_the_second_packed_document_reads_otherwise():
+    config = ModelConfig(**OPTIONS, norm_first=True)
+    assert "document_positions" not in config.to_dict()  # config.json of earlier runs reads as before
+    packed, (first, second) = _packed_and_alone(config)
+    np.testing.assert_allclose(packed[:5], first, atol=1e-5)  # it starts the row: the same positions
+    assert np.abs(packed[5:9] - second).max() > 1e-3
+
+
+def test_document_positions_count_from_each_document_start():
+    from kmlm.layers.input_embedding import document_positions
+
+    ids = np.array([[1, 1, 2, 2, 2, 3, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]], np.int32)
+    expected = []
+    for row in ids:  # independent count: restart at every change of id
+        positions, count = [], 0
+        for i, value in enumerate(row):
+            count = 0 if i == 0 or value != row[i - 1] else count + 1
+            positions.append(count)
+        expected.append(positions)
+    assert np.asarray(document_positions(ids)).tolist() == expected

@@ -84,6 +84,11 @@ def _add_model_size_options(parser):
     parser.add_argument("--norm", choices=("post", "pre"), default=None,
                         help="LayerNorm placement: pre, before each sublayer, or post, after each residual sum "
                              f"as in BERT (default {'pre' if PRETRAINING_MODEL['norm_first'] else 'post'})")
+    parser.add_argument("--positions", choices=("document", "row"), default=None,
+                        help="position embeddings counted from the start of each packed document, or from the "
+                             "start of the row as in BERT (default "
+                             f"{'document' if PRETRAINING_MODEL['document_positions'] else 'row'}; the same for "
+                             "a single document)")
 
 
 def _add_length_options(parser):
@@ -353,4 +358,6 @@ def model_overrides(args):
         overrides.update(dropout=args.dropout, attention_dropout=args.dropout)
     if args.norm is not None:
         overrides["norm_first"] = args.norm == "pre"
+    if getattr(args, "positions", None) is not None:
+        overrides["document_positions"] = args.positions == "document"
     return overrides

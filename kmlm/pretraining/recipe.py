@@ -8,7 +8,7 @@ more from them than rows of 128 early on; 30% of the tokens masked (evaluation a
 15%, so the numbers compare).
 """
 
-PRETRAINING_MODEL = {"dropout": 0.0, "attention_dropout": 0.0, "norm_first": True}
+PRETRAINING_MODEL = {"dropout": 0.0, "attention_dropout": 0.0, "norm_first": True, "document_positions": True}
 # Rows, batch and masking of a run unless --seq-len, --batch-size, --mask-rate say otherwise.
 SEQ_LEN = 64
 BATCH_SIZE = 32
