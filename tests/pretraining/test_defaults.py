@@ -40,8 +40,9 @@ def test_a_bare_command_trains_with_the_recipe_of_its_preset(preset):
     record = run_record(settings, objective_for(settings), vocabulary_size=100)
     assert record.training["learning_rate"] == expected_rate
     model = record.model
-    assert (model.dropout, model.attention_dropout, model.norm_first) == (
-        PRETRAINING_MODEL["dropout"], PRETRAINING_MODEL["attention_dropout"], PRETRAINING_MODEL["norm_first"])
+    assert (model.dropout, model.attention_dropout, model.norm_first, model.document_positions) == (
+        PRETRAINING_MODEL["dropout"], PRETRAINING_MODEL["attention_dropout"], PRETRAINING_MODEL["norm_first"],
+        PRETRAINING_MODEL["document_positions"])
     # Everything else a bare command uses is PretrainSettings' own default.
     defaults = PretrainSettings(preset=preset)
     for name in ("seq_len", "batch_size", "mask_rate", "masking", "weight_decay", "warmup", "lr_schedule",
@@ -50,10 +51,13 @@ def test_a_bare_command_trains_with_the_recipe_of_its_preset(preset):
 
 
 def test_flags_override_the_recipe():
-    settings = _bare_command("--preset", "tiny", "--learning-rate", "1e-4", "--dropout", "0.1", "--norm", "post")
+    settings = _bare_command("--preset", "tiny", "--learning-rate", "1e-4", "--dropout", "0.1", "--norm", "post",
+                             "--positions", "row")
     config = settings.model_config(100)
     assert settings.learning_rate == 1e-4
-    assert (config.dropout, config.attention_dropout, config.norm_first) == (0.1, 0.1, False)
+    assert (config.dropout, config.attention_dropout, config.norm_first, config.document_positions) == (
+        0.1, 0.1, False, False)
+    assert _bare_command("--positions", "document").model_config(100).document_positions is True
 
 
 def test_the_readme_states_the_defaults_the_code_uses():
@@ -67,6 +71,7 @@ def test_the_readme_states_the_defaults_the_code_uses():
         assert float(row["warmup"]) == defaults.warmup and row["schedule"] == defaults.lr_schedule
         assert float(row["dropout"]) == PRETRAINING_MODEL["dropout"]
         assert row["LayerNorm"] == ("pre" if PRETRAINING_MODEL["norm_first"] else "post")
+        assert row["positions"] == ("document" if PRETRAINING_MODEL["document_positions"] else "row")
     assert float(table["larger"]["peak learning rate"]) == LARGER_PRESET_LEARNING_RATE
 
 
