@@ -57,8 +57,9 @@ def test_pretraining_record_round_trips_through_dict_and_file(tmp_path):
         "steps_per_epoch": 10, "epochs": 4, "total_steps": 40, "init_embeddings": "vectors.npz",
     }
     assert values["heads"] == {"masked_lm": True, "pooler": True, "next_sentence": True}
-    # The preset with pretraining's recipe: pre-LN, no dropout.
-    assert values["model"] == {**TINY_MODEL, "dropout": 0.0, "attention_dropout": 0.0, "norm_first": True}
+    # The preset with pretraining's recipe: pre-LN, no dropout, positions from each document's start.
+    assert values["model"] == {**TINY_MODEL, "dropout": 0.0, "attention_dropout": 0.0, "norm_first": True,
+                               "document_positions": True}
     assert values["kmlm_version"] == __version__
     assert RunConfig.from_dict(values) == record
 

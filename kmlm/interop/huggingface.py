@@ -132,6 +132,7 @@ def model_config_from_hf(config):
         initializer_range=float(value("initializer_range", 0.02)),
         embedding_dim=None if embedding_dim == int(value("hidden_dim")) else embedding_dim,
         share_layers=layout.shares_blocks,
+        document_positions=bool(config.get("kmlm_document_positions", False)),
     )
 
 

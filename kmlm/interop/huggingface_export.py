@@ -160,6 +160,10 @@ def hf_config(config, layout, architecture, ids):
         "dtype": "float32",
         **layout.config_extras,
     })
+    if config.document_positions:
+        # transformers ignores this key (it numbers one input from 0, as kmlm does for a single
+        # document); `kmlm convert` reads it back, so a packed run converts to the same run.
+        settings["kmlm_document_positions"] = True
     return settings
 
 
