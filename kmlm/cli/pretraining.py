@@ -358,6 +358,6 @@ def model_overrides(args):
         overrides.update(dropout=args.dropout, attention_dropout=args.dropout)
     if args.norm is not None:
         overrides["norm_first"] = args.norm == "pre"
-    if getattr(args, "positions", None) is not None:
+    if args.positions is not None:
         overrides["document_positions"] = args.positions == "document"
     return overrides

@@ -35,9 +35,7 @@ def add_word2vec_command(commands):
     w2v.add_argument("--negatives", type=int, default=5, help="negative samples per example (0 with --hs)")
     w2v.add_argument("--hs", action="store_true", help="hierarchical softmax instead of negative sampling")
     w2v.add_argument("--subsample", type=float, default=1e-3, help="frequent-word subsampling threshold t (0: off)")
-    w2v.add_argument("--workers", type=int, default=0,
-                     help="training threads with negative sampling (default 0: one per CPU core; 1: the same "
-                          "vectors on every run with the same --seed)")
+    _add_workers_option(w2v, "training threads with negative sampling")
     _add_training_options(w2v, window=5, epochs=5, batch_size=1024, learning_rate=0.025)
     add_segmenter_option(w2v)
     w2v.set_defaults(run=_word2vec)
@@ -54,12 +52,17 @@ def add_glove_command(commands):
     glove.add_argument("--alpha", type=float, default=0.75, help="exponent of the weighting function")
     glove.add_argument("--format", choices=("word2vec", "glove"), default="word2vec",
                        help="vectors.txt with a \"N D\" header (word2vec) or without (glove)")
-    glove.add_argument("--workers", type=int, default=0,
-                       help="training threads (default 0: one per CPU core; 1: the same vectors on every run "
-                            "with the same --seed)")
+    _add_workers_option(glove, "training threads")
     _add_training_options(glove, window=10, epochs=25, batch_size=None, learning_rate=0.05)
     add_segmenter_option(glove)
     glove.set_defaults(run=_glove)
+
+
+def _add_workers_option(parser, what):
+    """--workers of the commands that train in compiled CPU code."""
+    parser.add_argument("--workers", type=int, default=0,
+                        help=f"{what} (default 0: one per CPU core; 1: the same vectors on every run with the "
+                             "same --seed)")
 
 
 def _add_training_options(parser, *, window, epochs, batch_size, learning_rate):
