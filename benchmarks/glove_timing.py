@@ -85,9 +85,9 @@ def spread(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def main(argv=None):
+def add_corpus_and_settings_arguments(parser):
+    """The corpus and GloVe settings flags of the GloVe benchmarks, defaulting to `GloveSettings`."""
     defaults = glove.GloveSettings()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="builtin:python-docs")
     parser.add_argument("--max-documents", type=int, default=0, help="use only the first N documents (0: all)")
     parser.add_argument("--dim", type=int, default=defaults.dim)
@@ -96,6 +96,12 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--x-max", type=float, default=defaults.x_max, help="cut-off of the weighting function")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="training threads (0: one per core)")
+
+
+def main(argv=None):
+    defaults = glove.GloveSettings()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_corpus_and_settings_arguments(parser)
     parser.add_argument("--rounds", type=int, default=3, help="seeds")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)

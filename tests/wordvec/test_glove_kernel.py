@@ -1,5 +1,5 @@
-"""GloVe's compiled AdaGrad trainer against an independent NumPy update, its loss, and its
-determinism with one worker."""
+"""GloVe's compiled AdaGrad trainer against a hand-computed update, finite differences of the
+loss, an independent NumPy update, and its determinism with one worker."""
 
 import numpy as np
 import pytest
@@ -35,6 +35,73 @@ def _numpy_epoch(w, c, bw, bc, order, rows, cols, log_counts, weights, lr):
         gbw[i] += grad_b**2
         gbc[j] += grad_b**2
     return w, c, bw, bc, loss
+
+
+def _single_entry_tables(word_row, context_row, word_bias, context_bias):
+    """Tables of two words whose entry (0, 1) has the given rows and biases; accumulators 1."""
+    tables = initial_tables(2, len(word_row), seed=0)
+    tables.word[0], tables.context[1] = word_row, context_row
+    tables.word_bias[0], tables.context_bias[1] = word_bias, context_bias
+    return tables
+
+
+def _train_one(tables, log_count, weight, lr):
+    arrays = (tables.word, tables.context, tables.word_bias, tables.context_bias, tables.word_squares,
+              tables.context_squares, tables.word_bias_squares, tables.context_bias_squares)
+    entry = (np.array([0], np.int32), np.array([1], np.int32), np.array([log_count]), np.array([weight]))
+    return train_entries(*arrays, *entry, np.array([0], np.int64), lr)
+
+
+def test_two_updates_of_one_entry_equal_a_hand_computation():
+    # w = (0.1, 0.2), w~ = (0.3, -0.1), b = 0.05, b~ = -0.02, log X = 1, f = 0.5, lr = 0.05:
+    # e = 0.03 - 0.02 + 0.05 - 0.02 - 1 = -0.96, loss = 0.5 * 0.5 * 0.96^2 = 0.2304, g = lr f e = -0.024;
+    # with every accumulator at 1: w -= g w~, w~ -= g w, b -= g, G += (g w~)^2, G~ += (g w)^2, H += g^2.
+    tables = _single_entry_tables([0.1, 0.2], [0.3, -0.1], 0.05, -0.02)
+    assert _train_one(tables, 1.0, 0.5, 0.05) == pytest.approx(0.2304, rel=1e-12)
+    np.testing.assert_allclose(tables.word[0], [0.1072, 0.1976], rtol=1e-12)
+    np.testing.assert_allclose(tables.context[1], [0.3024, -0.0952], rtol=1e-12)
+    assert (tables.word_bias[0], tables.context_bias[1]) == pytest.approx((0.074, 0.004), rel=1e-12)
+    np.testing.assert_allclose(tables.word_squares[0], [1 + 0.0072**2, 1 + 0.0024**2], rtol=1e-12)
+    np.testing.assert_allclose(tables.context_squares[1], [1 + 0.0024**2, 1 + 0.0048**2], rtol=1e-12)
+    assert tables.word_bias_squares[0] == tables.context_bias_squares[1] == pytest.approx(1 + 0.024**2, rel=1e-12)
+    # Second visit: e = 0.1072 * 0.3024 - 0.1976 * 0.0952 + 0.078 - 1 = -0.90839424, and every step is now
+    # divided by the square root of its accumulator.
+    error = 0.1072 * 0.3024 - 0.1976 * 0.0952 + 0.074 + 0.004 - 1
+    assert _train_one(tables, 1.0, 0.5, 0.05) == pytest.approx(0.25 * error**2, rel=1e-12)
+    g = 0.05 * 0.5 * error
+    np.testing.assert_allclose(tables.word[0], [0.1072 - g * 0.3024 / np.sqrt(1 + 0.0072**2),
+                                                0.1976 + g * 0.0952 / np.sqrt(1 + 0.0024**2)], rtol=1e-12)
+    np.testing.assert_allclose(tables.context[1], [0.3024 - g * 0.1072 / np.sqrt(1 + 0.0024**2),
+                                                   -0.0952 - g * 0.1976 / np.sqrt(1 + 0.0048**2)], rtol=1e-12)
+    assert tables.word_bias[0] == pytest.approx(0.074 - g / np.sqrt(1 + 0.024**2), rel=1e-12)
+
+
+def test_the_first_step_is_the_learning_rate_times_the_loss_gradient():
+    """With accumulators at 1, the step of every parameter is -lr times the derivative of
+    f e^2 / 2, taken here by central finite differences of the loss alone."""
+    rng = np.random.default_rng(4)
+    dim, log_count, weight, lr = 5, np.log(7.0), 0.3, 0.05
+    start = [rng.normal(size=dim), rng.normal(size=dim), rng.normal(), rng.normal()]
+
+    def loss(word_row, context_row, word_bias, context_bias):
+        return 0.5 * weight * (word_row @ context_row + word_bias + context_bias - log_count) ** 2
+
+    def derivative(position, index=None, h=1e-6):
+        plus, minus = [np.copy(p) for p in start], [np.copy(p) for p in start]
+        if index is None:
+            plus[position], minus[position] = plus[position] + h, minus[position] - h
+        else:
+            plus[position][index] += h
+            minus[position][index] -= h
+        return (loss(*plus) - loss(*minus)) / (2 * h)
+
+    tables = _single_entry_tables(*start)
+    assert _train_one(tables, log_count, weight, lr) == pytest.approx(loss(*start), rel=1e-12)
+    for position, got in [(0, tables.word[0]), (1, tables.context[1])]:
+        want = start[position] - lr * np.array([derivative(position, d) for d in range(dim)])
+        np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9)
+    assert tables.word_bias[0] == pytest.approx(start[2] - lr * derivative(2), rel=1e-7)
+    assert tables.context_bias[1] == pytest.approx(start[3] - lr * derivative(3), rel=1e-7)
 
 
 def test_one_epoch_equals_a_numpy_adagrad_update():
