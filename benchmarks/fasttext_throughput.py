@@ -77,11 +77,10 @@ def base_form_ranks(vector_of, neighbours_of, forms):
 
 
 def run_kmlm(words, settings):
-    """Median words/s over the epochs after the first (which also traces the graph)."""
+    """Words/s over all the epochs (words of every epoch / their summed time), as gensim's is measured."""
     texts = [" ".join(row) for row in words]
     result = train_fasttext(tf.data.Dataset.from_tensor_slices(texts), settings)
-    rates = result.words_per_second[1:] or result.words_per_second
-    return statistics.median(rates), result.vectors
+    return len(result.words_per_second) / sum(1 / r for r in result.words_per_second), result.vectors
 
 
 def run_gensim(words, settings, workers):
@@ -124,18 +123,17 @@ def main(argv=None):
     parser.add_argument("--max-n", type=int, default=6)
     parser.add_argument("--buckets", type=int, default=200_000)
     parser.add_argument("--learning-rate", type=float, default=0.05)
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement (kmlm skips the first)")
-    parser.add_argument("--batch-size", type=int, default=1024, help="kmlm examples per step")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--held-out", type=int, default=100, help="inflected forms removed to test unseen words")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="gensim worker threads")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="training threads of both libraries")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
 
     settings = FastTextSettings(
         model=args.model, dim=args.dim, window=args.window, negatives=args.negatives, min_count=args.min_count,
-        subsample=args.subsample, epochs=args.epochs, batch_size=args.batch_size, min_n=args.min_n,
-        max_n=args.max_n, buckets=args.buckets, learning_rate=args.learning_rate,
+        subsample=args.subsample, epochs=args.epochs, min_n=args.min_n, max_n=args.max_n, buckets=args.buckets,
+        learning_rate=args.learning_rate, workers=args.workers,
     )
     words = corpus_words(args.corpus, args.max_documents)
     forms = held_out_forms(words, args.min_count, args.held_out)
@@ -144,7 +142,7 @@ def main(argv=None):
     print(f"corpus {args.corpus}: {len(words):,} documents, {sum(map(len, words)):,} words after holding out "
           f"{len(forms)} inflected forms; {args.model}, dim {args.dim}, window {args.window}, {args.negatives} "
           f"negatives, min-count {args.min_count}, subsample {args.subsample}, n-grams {args.min_n}..{args.max_n} "
-          f"in {args.buckets:,} buckets; gensim workers {args.workers}; {os.cpu_count()} CPUs", flush=True)
+          f"in {args.buckets:,} buckets; {args.workers} workers each; {os.cpu_count()} CPUs", flush=True)
     rates = {"kmlm": [], "gensim": []}
     for round_number in range(1, args.rounds + 1):
         kmlm_rate, vectors = run_kmlm(words, settings)

@@ -74,7 +74,7 @@ def _add_training_options(parser, *, window, epochs, batch_size, learning_rate):
     parser.add_argument("--window", type=positive_int, default=window, help="largest word distance")
     parser.add_argument("--min-count", type=positive_int, default=5, help="drop words seen fewer times")
     parser.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the data")
-    if batch_size is not None:  # None: a trainer without steps (GloVe)
+    if batch_size is not None:  # None: a trainer without steps (GloVe, fastText)
         parser.add_argument("--batch-size", type=positive_int, default=batch_size, help="examples per step")
     parser.add_argument("--learning-rate", type=float, default=learning_rate, help="initial learning rate")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and sampling")
@@ -91,10 +91,11 @@ def add_segmenter_option(parser):
 def add_fasttext_command(commands):
     """Adds `kmlm fasttext`."""
     ft = add_command(commands, "fasttext", help="train fastText vectors (words + character n-grams)",
-                     description="Train fastText word vectors (skip-gram or CBOW, negative sampling) with "
-                                 "model.fit: a word's input vector is the mean of its own row and the rows of its "
-                                 "character n-grams (min-n..max-n characters of <word>, hashed into --buckets rows "
-                                 "as fastText does), so words never seen in training get vectors too. Writes "
+                     description="Train fastText word vectors (skip-gram or CBOW, negative sampling) in "
+                                 "compiled CPU code (--workers threads at once): a word's input vector is the mean "
+                                 "of its own row and the rows of its character n-grams (min-n..max-n characters of "
+                                 "<word>, hashed into --buckets rows as fastText does), so words never seen in "
+                                 "training get vectors too. Writes "
                                  "DIR/vectors.vec (text format), DIR/model.bin (Facebook fastText binary, loads in "
                                  "fastText and gensim's load_facebook_model), DIR/vocab.txt and DIR/fasttext.json. "
                                  "Query unseen words with `kmlm vectors DIR --similar WORD`.")
@@ -107,7 +108,8 @@ def add_fasttext_command(commands):
                     help="rows of the hashed n-gram table (default 200,000: fastText's 2,000,000 makes an 800 MB "
                          "table and .bin at dim 100, mostly empty on corpora of a few million words; give "
                          "2000000 to match fastText)")
-    _add_training_options(ft, window=5, epochs=5, batch_size=1024, learning_rate=0.05)
+    _add_workers_option(ft, "training threads")
+    _add_training_options(ft, window=5, epochs=5, batch_size=None, learning_rate=0.05)
     add_segmenter_option(ft)
     ft.set_defaults(run=_fasttext)
 
@@ -185,8 +187,8 @@ def _fasttext(args):
 
     settings = FastTextSettings(
         model=args.model, dim=args.dim, window=args.window, negatives=args.negatives, min_count=args.min_count,
-        subsample=args.subsample, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        seed=args.seed, min_n=args.min_n, max_n=args.max_n, buckets=args.buckets, segmenter=_segmenter(args),
+        subsample=args.subsample, epochs=args.epochs, learning_rate=args.learning_rate, seed=args.seed,
+        min_n=args.min_n, max_n=args.max_n, buckets=args.buckets, segmenter=_segmenter(args), workers=args.workers,
     )
     settings.validate()
     documents = load_documents(args.corpus, one_per_line=args.one_per_line)

@@ -1,13 +1,15 @@
 """FastText: word2vec (skip-gram or CBOW, negative sampling) whose input vector of a word is
 the mean of the word's own row and the rows of its hashed character n-grams.
 
-Training reuses word2vec's example pipeline and fit (`kmlm.wordvec.word2vec`); only the
-input side differs:
+Training is compiled CPU code (`kmlm.wordvec.fasttext_kernel`) on word2vec's corpus ids,
+vocabulary, subsampling, windows, negatives and Hogwild workers (`kmlm.wordvec.word2vec`);
+only the input side differs:
 
 ```
-word id ──> [word row, V + bucket of each n-gram of <word>] (-1 padded, a constant table)
+word id ──> [word row, V + bucket of each n-gram of <word>] (`subword_matrix`, a constant table)
   ──> mean of those input rows (skip-gram: of the target; CBOW: of every context word's rows)
   ──> dot with the output rows of the true word and K negatives ──> logistic loss
+  ──> every one of those input rows moves by the whole gradient of the mean (fastText's update)
 ```
 
 The n-grams and buckets are fastText's (`kmlm.wordvec.subwords`), and the input table is laid
@@ -27,18 +29,23 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import keras
+import time
+
 import numpy as np
 import tensorflow as tf
 
+from kmlm.wordvec import fasttext_kernel
 from kmlm.wordvec.fasttext_bin import FastTextArgs, save_fasttext_bin
 from kmlm.wordvec.subwords import SubwordVectors, subword_rows
 from kmlm.wordvec.vectors import write_vectors_directory
-from kmlm.wordvec.word2vec import Word2Vec, Word2VecSettings, corpus_vocabulary, fit_word2vec
+from kmlm.wordvec.word2vec import Word2VecSettings, corpus_ids, corpus_vocabulary, keep_probabilities
+from kmlm.wordvec.word2vec_kernel import alias_table, split_spans
 
 SETTINGS_FILE = "fasttext.json"
 VECTORS_FILE = "vectors.vec"
 MODEL_FILE = "model.bin"
+# Words of one span that a worker takes at a time.
+_WORDS_PER_SPAN = 50_000
 
 
 @dataclasses.dataclass
@@ -52,8 +59,9 @@ class FastTextSettings(Word2VecSettings):
         buckets: rows of the hashed n-gram table (fastText's -bucket).
         learning_rate: fastText's default 0.05.
 
-    word2vec's `workers` is inherited but unused (fastText trains with `model.fit`, not the
-    compiled negative-sampling trainer), so `fasttext.json` does not record it.
+    word2vec's `batch_size` and `table_size` (of its `model.fit` path) are inherited but
+    unused: the compiled trainer takes one example at a time and draws negatives from an
+    alias table, so `fasttext.json` does not record them.
     """
 
     learning_rate: float = 0.05
@@ -74,8 +82,9 @@ class FastTextSettings(Word2VecSettings):
             raise ValueError(f"--buckets {self.buckets} must be at least 1 when words have n-grams")
 
 
-# The settings fasttext.json records: all of FastTextSettings but the unused `workers`.
-_RECORDED_FIELDS = [field.name for field in dataclasses.fields(FastTextSettings) if field.name != "workers"]
+# The settings fasttext.json records: all of FastTextSettings but the unused `batch_size` and `table_size`.
+_RECORDED_FIELDS = [field.name for field in dataclasses.fields(FastTextSettings)
+                    if field.name not in ("batch_size", "table_size")]
 _RecordedSettings = dataclasses.make_dataclass("RecordedFastTextSettings", _RECORDED_FIELDS)
 
 
@@ -100,47 +109,18 @@ def subword_matrix(vocabulary, min_n, max_n, buckets) -> np.ndarray:
     return matrix.astype(np.int32)
 
 
-@keras.saving.register_keras_serializable(package="kmlm")
-class FastText(Word2Vec):
-    """`Word2Vec` whose inputs are words made of their rows in `subwords` (`subword_matrix`):
-    the input table has V word rows and `buckets` n-gram rows, the hidden vector is the mean
-    of all the rows of the input words.
-
-    Args:
-        subwords: [V, L] int32 rows of each word (-1 padding).
-        buckets: n-gram rows after the V word rows.
-        dim, seed: as `Word2Vec`; the output table has a row per word.
+def initial_rows(rows: int, dim: int, seed: int) -> np.ndarray:
+    """The input table at the start: `rows` rows uniform in +-1/dim, as fastText and gensim's
+    FastText start every word and n-gram row. (With word2vec.c's +-0.5/dim, a word, the mean of
+    its row and its n-gram rows, starts with a random part too small to tell words apart early.)
 
     Example:
-    >>> model = FastText(subword_matrix(["ab", "b"], 3, 3, 10), 10, 8)
-    >>> model({"input_ids": tf.constant([[1]]), "output_ids": tf.constant([[0, 1]])}).shape
-    TensorShape([1, 2])
+    >>> table = initial_rows(3, 4, seed=0)
+    >>> table.shape, table.dtype.name, bool(abs(table).max() <= 1 / 4)
+    ((3, 4), 'float32', True)
     """
-
-    def __init__(self, subwords, buckets, dim, seed=0, **kwargs):
-        subwords = np.asarray(subwords, dtype=np.int32)
-        for name in ("vocabulary_size", "output_size", "input_size"):
-            kwargs.pop(name, None)  # from a saved config: they follow from subwords and buckets
-        vocabulary_size = subwords.shape[0]
-        super().__init__(vocabulary_size, dim, vocabulary_size, seed=seed, input_size=vocabulary_size + buckets,
-                         **kwargs)
-        self.buckets = buckets
-        self.subwords = tf.constant(subwords)
-
-    whole_gradient_per_row = True
-    # fastText's own: uniform in +-1/dim. With word2vec's +-0.5/dim, a word (the mean of its
-    # row and its n-gram rows) starts with a random part too small to tell words apart early.
-    initial_spread = 1.0
-
-    def input_rows(self, input_ids):
-        rows = tf.gather(self.subwords, tf.maximum(input_ids, 0))  # [B, C, L]
-        rows = tf.where(input_ids[..., None] >= 0, rows, -1)
-        return tf.reshape(rows, [tf.shape(input_ids)[0], -1])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(subwords=self.subwords.numpy().tolist(), buckets=self.buckets)
-        return config
+    uniform = np.random.default_rng(seed).random((rows, dim), dtype=np.float32)
+    return (uniform * 2 - 1) * np.float32(1.0 / dim)
 
 
 @dataclasses.dataclass
@@ -150,25 +130,25 @@ class FastTextResult:
     Attributes:
         vectors: `SubwordVectors` (with counts) of the trained input table.
         output_rows: [V, D] the output (context) vectors.
-        model: the trained `FastText` Keras model.
         words_per_second: per-epoch throughput in corpus words (before subsampling) per second.
-        history: the Keras `History.history` dict.
+        history: {"loss": the mean logistic loss of an example (true word and negatives summed)
+            per epoch}.
     """
 
     vectors: SubwordVectors
     output_rows: np.ndarray
-    model: FastText
     words_per_second: list
     history: dict
 
 
 def train_fasttext(documents: tf.data.Dataset, settings: FastTextSettings | None = None, verbose=0) -> FastTextResult:
-    """Trains fastText word vectors on a dataset of documents.
+    """Trains fastText word vectors on a dataset of documents, `settings.workers` threads at
+    once, the learning rate decaying linearly to 1e-4 of itself over the run.
 
     Args:
         documents: `tf.string` documents (e.g. from `kmlm.pipelines.load_documents`).
         settings: `FastTextSettings`.
-        verbose: Keras progress-bar mode; also prints vocabulary size and words/s when true.
+        verbose: when true, prints the vocabulary size and each epoch's loss and words/s.
 
     Returns:
         A `FastTextResult`.
@@ -177,17 +157,39 @@ def train_fasttext(documents: tf.data.Dataset, settings: FastTextSettings | None
     settings.validate()
     vocabulary, frequencies = corpus_vocabulary(documents, settings, verbose)
     buckets = settings.buckets if settings.max_n > 0 else 0
-    keras.utils.set_random_seed(settings.seed)
-    subwords = subword_matrix(vocabulary, settings.min_n, settings.max_n, buckets)
-    model = FastText(subwords, buckets, settings.dim, seed=settings.seed, name=f"fasttext_{settings.model}")
-    # One XLA step (gather of every word's rows, dot, sigmoid, scatter-add): 1.7-1.8x the words/s of
-    # the step without XLA (second epoch, jieba-segmented Debian Reference zh-cn, dim 30, shared 2 cores).
-    result = fit_word2vec(model, documents, vocabulary, frequencies, settings, verbose, jit_compile=True)
-    table = model.input_embedding.embeddings.numpy()
-    vectors = SubwordVectors(vocabulary, table[: len(vocabulary)], table[len(vocabulary):], settings.min_n,
+    subwords = fasttext_kernel.word_rows(subword_matrix(vocabulary, settings.min_n, settings.max_n, buckets))
+    syn0 = initial_rows(len(vocabulary) + buckets, settings.dim, settings.seed)
+    syn1 = np.zeros((len(vocabulary), settings.dim), np.float32)
+    ids, starts = corpus_ids(documents, vocabulary, settings.segmenter)
+    workers = settings.workers or os.cpu_count() or 1
+    spans = split_spans(starts, max(4 * workers, len(ids) // _WORDS_PER_SPAN))
+    keep = keep_probabilities(frequencies, settings.subsample)
+    table = alias_table(np.asarray(frequencies, np.float64) ** 0.75)
+    options = dict(workers=workers, cbow=settings.model == "cbow", window=settings.window, negatives=settings.negatives,
+                   seed=settings.seed)
+    _compile_kernel(syn0, ids, keep, table, options)
+    rates, losses = [], []
+    for epoch in range(settings.epochs):
+        lr_begin, lr_end = (settings.learning_rate * (1 - (1 - 1e-4) * e / settings.epochs) for e in (epoch, epoch + 1))
+        start = time.perf_counter()
+        loss, examples = fasttext_kernel.train_epoch(syn0, syn1, ids, spans, keep, table, subwords, lr_begin=lr_begin,
+                                                     lr_end=lr_end, epoch=epoch, **options)
+        rates.append(len(ids) / (time.perf_counter() - start))
+        losses.append(loss / max(examples, 1))
+        if verbose:
+            print(f"epoch {epoch + 1}/{settings.epochs}: loss {losses[-1]:.4f}, {rates[-1]:,.0f} words/s", flush=True)
+    vectors = SubwordVectors(vocabulary, syn0[: len(vocabulary)], syn0[len(vocabulary):], settings.min_n,
                              settings.max_n, counts=frequencies)
-    return FastTextResult(vectors=vectors, output_rows=model.output_embedding.embeddings.numpy(), model=model,
-                          words_per_second=result.words_per_second, history=result.history)
+    return FastTextResult(vectors=vectors, output_rows=syn1, words_per_second=rates, history={"loss": losses})
+
+
+def _compile_kernel(syn0, ids, keep, table, options):
+    """Compiles (or loads from Numba's cache) the kernel for these array types, so that the
+    first epoch's words/s is training alone."""
+    tiny = np.zeros((2, syn0.shape[1]), np.float32)
+    subwords = fasttext_kernel.word_rows(np.zeros((2, 1), np.int32))
+    fasttext_kernel.train_span(tiny, tiny.copy(), ids[:0], np.zeros(1, np.int64), keep[:2], *table, *subwords,
+                               options["cbow"], options["window"], options["negatives"], 0.0, 0.0, np.uint64(0))
 
 
 def fasttext_args(settings: FastTextSettings) -> FastTextArgs:

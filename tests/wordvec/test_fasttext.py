@@ -2,6 +2,7 @@
 unseen inflected forms land next to their base forms, the `.bin` it writes read by gensim
 with the same vectors, and `kmlm fasttext` / `kmlm vectors` on words never seen."""
 
+import dataclasses
 import json
 import random
 
@@ -10,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from kmlm.cli.main import main
-from kmlm.wordvec.fasttext import FastTextSettings, save_fasttext_run, subword_matrix, train_fasttext
+from kmlm.wordvec.fasttext import FastTextSettings, initial_rows, save_fasttext_run, subword_matrix, train_fasttext
 from tests.helpers import write_corpus
 
 gensim_fasttext = pytest.importorskip("gensim.models.fasttext")
@@ -33,7 +34,7 @@ def inflected_corpus(sentences=4000, seed=0):
     return documents
 
 
-FAST = dict(dim=32, window=3, min_count=1, epochs=3, batch_size=256, table_size=100_000, buckets=5000)
+FAST = dict(dim=32, window=3, min_count=1, epochs=3, buckets=5000)
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +50,6 @@ def test_subword_rows_are_the_word_then_gensims_buckets():
         rows = matrix[i][matrix[i] >= 0].tolist()
         assert rows == [i] + [len(words) + b for b in gensim_fasttext.ft_ngram_hashes(word, 3, 6, 1000)]
     assert subword_matrix(words, 3, 6, 0).tolist() == [[0], [1], [2], [3]] == subword_matrix(words, 0, 0, 10).tolist()
-
-
-def test_cbow_input_is_the_mean_of_every_context_words_rows(trained):
-    _, result = trained
-    model, vectors = result.model, result.vectors
-    subwords = subword_matrix(vectors.words, 3, 6, 5000)
-    rows = [r for r in np.concatenate([subwords[0], subwords[3]]) if r >= 0]
-    expected = model.input_embedding.embeddings.numpy()[rows].mean(axis=0) @ result.output_rows[1]
-    logits = model({"input_ids": tf.constant([[0, 3, -1]]), "output_ids": tf.constant([[1]])})
-    np.testing.assert_allclose(logits.numpy()[0, 0], expected, rtol=1e-4, atol=1e-6)
 
 
 def test_unseen_inflected_forms_land_next_to_their_base_forms(trained):
@@ -96,7 +87,7 @@ def test_fasttext_command_then_vectors_answer_unseen_and_misspelled_words(tmp_pa
     corpus = write_corpus(tmp_path / "corpus.txt", inflected_corpus(1500, seed=1))
     out = tmp_path / "run"
     assert main(["fasttext", "--corpus", str(corpus), "--out", str(out), "--model", "cbow", "--dim", "16",
-                 "--min-count", "1", "--epochs", "2", "--buckets", "3000", "--batch-size", "256", "--quiet"]) == 0
+                 "--min-count", "1", "--epochs", "2", "--buckets", "3000", "--workers", "2", "--quiet"]) == 0
     assert "model.bin" in capsys.readouterr().out
     for source in (out, out / "model.bin"):
         assert main(["vectors", str(source), "--similar", "cooking", "paintde", "--top-n", "3", "--json"]) == 0
@@ -112,18 +103,26 @@ def test_rows_start_in_fasttexts_range_not_word2vecs():
     """fastText (and gensim's FastText) start every word and n-gram row uniform in +-1/dim;
     word2vec's +-0.5/dim, further shrunk by averaging a word with its n-grams, left words
     without a random part to tell them apart after a short run (all neighbours at 1.000)."""
-    from kmlm.wordvec.fasttext import FastText
     from kmlm.wordvec.word2vec import Word2Vec
 
     dim, words = 20, [f"w{i}" for i in range(300)]
-    model = FastText(subword_matrix(words, 3, 6, 2000), 2000, dim, seed=0)
-    model({"input_ids": tf.constant([[0]]), "output_ids": tf.constant([[0]])})
-    ours = np.abs(model.input_embedding.embeddings.numpy())
+    ours = np.abs(initial_rows(len(words) + 2000, dim, seed=0))
     reference = gensim_fasttext.FastText(vector_size=dim, min_count=1, bucket=2000, workers=1)
     reference.build_vocab([words])
     theirs = np.abs(np.concatenate([reference.wv.vectors_vocab, reference.wv.vectors_ngrams]))
+    assert ours.shape == theirs.shape
     assert ours.max() <= 1 / dim and theirs.max() <= 1 / dim
     np.testing.assert_allclose(ours.mean(), theirs.mean(), rtol=0.02)  # uniform in +-1/dim: mean |x| = 0.5/dim
     plain = Word2Vec(len(words), dim, len(words), seed=0)
     plain({"input_ids": tf.constant([[0]]), "output_ids": tf.constant([[0]])})
     assert np.abs(plain.input_embedding.embeddings.numpy()).max() <= 0.5 / dim  # word2vec.c keeps its own
+
+
+def test_settings_recorded_in_fasttext_json_include_the_workers(trained, tmp_path):
+    settings, result = trained
+    save_fasttext_run(str(tmp_path), result, dataclasses.replace(settings, workers=2), corpus="inflected")
+    record = json.load(open(tmp_path / "fasttext.json"))
+    assert record["settings"]["workers"] == 2
+    assert "batch_size" not in record["settings"] and "table_size" not in record["settings"]
+    assert len(record["loss"]) == len(record["words_per_second"]) == settings.epochs
+    assert record["loss"][-1] < record["loss"][0]
