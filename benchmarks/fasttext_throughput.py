@@ -7,8 +7,9 @@ gensim gets those word lists. A held-out set of inflected forms (words ending in
 training, each held-out form's vector comes from its n-grams alone, and the report gives the
 median rank of its base form among its nearest vocabulary neighbours. Arms alternate (kmlm,
 gensim, kmlm, gensim, ...) so that load on a shared machine hits both alike; the report gives
-medians and the ratio of medians, and the quality of the last round on gensim's WordSim-353,
-SimLex-999 and Google analogy files (restricted to the 30,000 most frequent words).
+medians, the ratio of medians and of each round, and the quality of every round (each round
+trains both with the next seed) on gensim's WordSim-353, SimLex-999 and Google analogy files
+(restricted to the 30,000 most frequent words), with the median and min..max over rounds.
 
     python benchmarks/fasttext_throughput.py                       # builtin:python-docs
     python benchmarks/fasttext_throughput.py --corpus text/ --rounds 5 --json out.json
@@ -18,6 +19,7 @@ gensim is a benchmark-only dependency: `pip install gensim`.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -144,36 +146,55 @@ def main(argv=None):
           f"negatives, min-count {args.min_count}, subsample {args.subsample}, n-grams {args.min_n}..{args.max_n} "
           f"in {args.buckets:,} buckets; {args.workers} workers each; {os.cpu_count()} CPUs", flush=True)
     rates = {"kmlm": [], "gensim": []}
+    scores = {"kmlm": [], "gensim": []}
     for round_number in range(1, args.rounds + 1):
-        kmlm_rate, vectors = run_kmlm(words, settings)
-        gensim_rate, gensim_model = run_gensim(words, settings, args.workers)
+        seeded = dataclasses.replace(settings, seed=settings.seed + round_number - 1)
+        kmlm_rate, vectors = run_kmlm(words, seeded)
+        gensim_rate, gensim_model = run_gensim(words, seeded, args.workers)
         rates["kmlm"].append(kmlm_rate)
         rates["gensim"].append(gensim_rate)
-        print(f"round {round_number}: kmlm {kmlm_rate:,.0f} words/s, gensim {gensim_rate:,.0f} words/s", flush=True)
+        print(f"round {round_number} (seed {seeded.seed}): kmlm {kmlm_rate:,.0f} words/s, gensim {gensim_rate:,.0f} "
+              f"words/s, ratio {kmlm_rate / gensim_rate:.2f}", flush=True)
+        gensim_vectors = WordVectors(gensim_model.wv.index_to_key, gensim_model.wv.vectors)
+        for name, score in (("kmlm", round_scores(vectors, vectors.vector, forms)),
+                            ("gensim", round_scores(gensim_vectors, gensim_model.wv.__getitem__, forms))):
+            scores[name].append(score)
+            print(f"  {name}: " + ", ".join(f"{key} {value:.3f}" for key, value in score.items()), flush=True)
     report = {name: {"median_words_per_second": statistics.median(r), "min": min(r), "max": max(r)}
               for name, r in rates.items()}
     ratio = report["kmlm"]["median_words_per_second"] / report["gensim"]["median_words_per_second"]
+    round_ratios = [a / b for a, b in zip(rates["kmlm"], rates["gensim"])]
     print(f"median words/s: kmlm {report['kmlm']['median_words_per_second']:,.0f}, gensim "
-          f"{report['gensim']['median_words_per_second']:,.0f}; kmlm / gensim = {ratio:.2f}")
-
-    gensim_vectors = WordVectors(gensim_model.wv.index_to_key, gensim_model.wv.vectors)
-    scores = {"kmlm": quality(vectors), "gensim": quality(gensim_vectors)}
-    scores["kmlm"]["base_form_ranks"] = base_form_ranks(
-        vectors.vector, lambda form: [w for w, _ in vectors.most_similar(form, top_n=100)], forms)
-    scores["gensim"]["base_form_ranks"] = base_form_ranks(
-        gensim_model.wv.__getitem__, lambda form: [w for w, _ in gensim_model.wv.most_similar(form, topn=100)], forms)
-    for name, score in scores.items():
-        ranks = score.pop("base_form_ranks")
-        score["median_base_form_rank"] = float(np.median(ranks)) if ranks else None
-        score["base_form_in_top_10"] = float(np.mean([r <= 10 for r in ranks])) if ranks else None
-        print(f"{name}: WordSim-353 {score['wordsim353']:.3f}, SimLex-999 {score['simlex999']:.3f}, analogies "
-              f"{score['analogies']:.3f}; unseen forms: median rank of the base form {score['median_base_form_rank']}"
-              f" (of 100 neighbours, 101 = not among them), base in top 10 for {score['base_form_in_top_10']}")
+          f"{report['gensim']['median_words_per_second']:,.0f}; kmlm / gensim = {ratio:.2f} (rounds: "
+          f"{', '.join(f'{r:.2f}' for r in round_ratios)}; median {statistics.median(round_ratios):.2f})")
+    quality_report = {name: {key: {"median": statistics.median(s[key] for s in rounds),
+                                   "min": min(s[key] for s in rounds), "max": max(s[key] for s in rounds)}
+                             for key in rounds[0]}
+                      for name, rounds in scores.items()}
+    for name, summary in quality_report.items():
+        print(f"{name}, median (min..max) over rounds: " + ", ".join(
+            f"{key} {v['median']:.3f} ({v['min']:.3f}..{v['max']:.3f})" for key, v in summary.items()))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"settings": vars(args), "report": report, "ratio": ratio, "rounds": rates, "quality": scores,
-                       "held_out": forms}, f, indent=2)
+            json.dump({"settings": vars(args), "report": report, "ratio": ratio, "round_ratios": round_ratios,
+                       "rounds": rates, "quality": quality_report, "quality_rounds": scores, "held_out": forms},
+                      f, indent=2)
 
+
+def round_scores(vectors, vector_of, forms):
+    """WordSim-353, SimLex-999 and analogies of `vectors` (`WordVectors` of the vocabulary), and
+    where the held-out forms' base forms rank (`vector_of`: a word's vector, seen or not)."""
+    score = quality(vectors)
+    unit = vectors.vectors / np.maximum(np.linalg.norm(vectors.vectors, axis=1, keepdims=True), 1e-12)
+
+    def neighbours_of(form):
+        query = vector_of(form)
+        return [vectors.words[i] for i in np.argsort(-(unit @ (query / max(np.linalg.norm(query), 1e-12))))[:100]]
+
+    ranks = base_form_ranks(vector_of, neighbours_of, forms)
+    score["median_base_form_rank"] = float(np.median(ranks)) if ranks else float("nan")
+    score["base_form_in_top_10"] = float(np.mean([r <= 10 for r in ranks])) if ranks else float("nan")
+    return score
 
 if __name__ == "__main__":
     main()

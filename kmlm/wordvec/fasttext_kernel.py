@@ -74,10 +74,10 @@ def word_rows(subwords) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @njit(**_KERNEL)
-def _skipgram_update(syn0, syn1, rows, begin, end, gain, outputs, counts, m, lr, hidden, neu1e, total):
+def _skipgram_update(syn0, syn1, rows, begin, end, gain, outputs, stride, counts, m, lr, hidden, neu1e, total):
     """The target whose rows are `rows[begin:end]` (`gain`: its `word_rows` mean gain) against
-    each context word a < m: the output rows `outputs[a, :counts[a]]` (the context word, then
-    its negatives)."""
+    each context word a < m: the output rows `outputs[a * stride:][:counts[a]]` (the context
+    word, then its negatives)."""
     dim = syn0.shape[1]
     mean_of_rows(syn0, rows, begin, end, hidden)
     for d in range(dim):
@@ -86,7 +86,7 @@ def _skipgram_update(syn0, syn1, rows, begin, end, gain, outputs, counts, m, lr,
     for a in range(m):
         for d in range(dim):
             neu1e[d] = 0.0
-        loss += score_outputs(syn1, hidden, outputs[a], counts[a], lr, neu1e)
+        loss += score_outputs(syn1, hidden, outputs, a * stride, counts[a], lr, neu1e)
         for d in range(dim):
             hidden[d] += gain * neu1e[d]
             total[d] += neu1e[d]
@@ -112,10 +112,10 @@ def skipgram_step(syn0, syn1, rows, gain, outputs, lr):
     gain) against the output rows of each context word, `outputs[a]` ([m, 1 + K]: the context
     word, label 1, then its negatives, label 0). Returns the summed logistic loss."""
     dim = syn0.shape[1]
-    counts = np.full(outputs.shape[0], outputs.shape[1], np.int64)
+    m, stride = outputs.shape
     buffers = (np.empty(dim, np.float32), np.empty(dim, np.float32), np.empty(dim, np.float32))
-    return _skipgram_update(syn0, syn1, rows, 0, rows.shape[0], np.float32(gain), outputs, counts, outputs.shape[0],
-                            lr, *buffers)
+    return _skipgram_update(syn0, syn1, rows, 0, rows.shape[0], np.float32(gain), outputs.ravel(), stride,
+                            np.full(m, stride, np.int64), m, lr, *buffers)
 
 
 @njit(**_KERNEL)
@@ -142,15 +142,16 @@ def _train_piece(syn0, syn1, words, accept, alias, starts, rows, gains, cbow, wi
             continue
         target = words[i]
         if cbow:
-            k_out, state = draw_outputs(accept, alias, target, negatives, outputs[0], state)
+            k_out, state = draw_outputs(accept, alias, target, negatives, outputs, 0, state)
             n = _gather_rows(starts, rows, contexts, m, gathered)
-            loss += cbow_update(syn0, syn1, gathered, n, outputs[0], k_out, lr, hidden, neu1e)
+            loss += cbow_update(syn0, syn1, gathered, n, outputs, k_out, lr, hidden, neu1e)
             examples += 1
         else:
             for a in range(m):  # fastText draws fresh negatives for every context word
-                counts[a], state = draw_outputs(accept, alias, contexts[a], negatives, outputs[a], state)
+                counts[a], state = draw_outputs(accept, alias, contexts[a], negatives, outputs, a * (1 + negatives),
+                                                state)
             loss += _skipgram_update(syn0, syn1, rows, starts[target], starts[target + 1], gains[target], outputs,
-                                     counts, m, lr, hidden, neu1e, total)
+                                     1 + negatives, counts, m, lr, hidden, neu1e, total)
             examples += m
     return loss, examples, state
 
@@ -179,7 +180,7 @@ def train_span(syn0, syn1, ids, span, keep, accept, alias, starts, rows, gains, 
         most_rows = max(most_rows, starts[w + 1] - starts[w])
     dim = syn0.shape[1]
     piece = np.empty(PIECE_WORDS, dtype=np.int32)
-    buffers = (np.empty(2 * window, np.int32), np.empty((2 * window, 1 + negatives), np.int32),
+    buffers = (np.empty(2 * window, np.int32), np.empty(2 * window * (1 + negatives), np.int32),
                np.empty(2 * window, np.int64), np.empty(2 * window * most_rows, np.int32),
                np.empty(dim, np.float32), np.empty(dim, np.float32), np.empty(dim, np.float32))
     loss = 0.0

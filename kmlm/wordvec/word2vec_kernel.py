@@ -171,15 +171,15 @@ def add_to_rows(table, rows, begin, end, change):
 
 
 @njit(**_KERNEL, inline="always")
-def score_outputs(syn1, hidden, outputs, k_out, lr, neu1e):
-    """Scores `hidden` against the output rows `outputs[:k_out]` (the first labelled 1, the rest
-    0): each output row moves by g * hidden and neu1e gains g * the row it had. Returns the
-    summed logistic loss."""
+def score_outputs(syn1, hidden, outputs, first, k_out, lr, neu1e):
+    """Scores `hidden` against the output rows `outputs[first:first + k_out]` (the first
+    labelled 1, the rest 0): each output row moves by g * hidden and neu1e gains g * the row it
+    had. Returns the summed logistic loss."""
     dim = syn1.shape[1]
     lr = np.float32(lr)
     loss = np.float32(0.0)
     for k in range(k_out):
-        o = outputs[k]
+        o = outputs[first + k]
         score = np.float32(0.0)
         for d in range(dim):
             score += hidden[d] * syn1[o, d]
@@ -199,7 +199,7 @@ def cbow_update(syn0, syn1, contexts, m, outputs, k_out, lr, hidden, neu1e):
     mean_of_rows(syn0, contexts, 0, m, hidden)
     for d in range(syn0.shape[1]):
         neu1e[d] = 0.0
-    loss = score_outputs(syn1, hidden, outputs, k_out, lr, neu1e)
+    loss = score_outputs(syn1, hidden, outputs, 0, k_out, lr, neu1e)
     add_to_rows(syn0, contexts, 0, m, neu1e)
     return loss
 
@@ -264,15 +264,15 @@ def window_words(words, i, window, contexts, state):
 
 
 @njit(**_KERNEL, inline="always")
-def draw_outputs(accept, alias, word, negatives, outputs, state):
-    """outputs = `word`, then `negatives` draws from the alias table less those that drew `word`
-    (word2vec and gensim skip them); returns (how many outputs, state)."""
-    outputs[0] = word
+def draw_outputs(accept, alias, word, negatives, outputs, first, state):
+    """outputs[first:] = `word`, then `negatives` draws from the alias table less those that
+    drew `word` (word2vec and gensim skip them); returns (how many outputs, state)."""
+    outputs[first] = word
     k_out = 1
     for _ in range(negatives):
         negative, state = draw_negative(accept, alias, state)
         if negative != word:
-            outputs[k_out] = negative
+            outputs[first + k_out] = negative
             k_out += 1
     return k_out, state
 
@@ -288,7 +288,7 @@ def _train_piece(syn0, syn1, words, accept, alias, cbow, window, negatives, lr, 
         m, state = window_words(words, i, window, contexts, state)
         if m == 0:
             continue
-        k_out, state = draw_outputs(accept, alias, words[i], negatives, outputs, state)
+        k_out, state = draw_outputs(accept, alias, words[i], negatives, outputs, 0, state)
         if cbow:
             loss += cbow_update(syn0, syn1, contexts, m, outputs, k_out, lr, hidden, neu1e)
             examples += 1
