@@ -2,9 +2,9 @@
 
 Negative sampling trains in compiled CPU code (`kmlm.wordvec.word2vec_kernel`): the corpus
 is turned into word ids once, then every epoch subsamples, draws windows and negatives and
-updates the tables in place, one thread per worker. Hierarchical softmax (and
-`kmlm.wordvec.fasttext`) train with `model.fit` on a tf.data pipeline that makes the
-training examples in the graph, per chunk of documents:
+updates the tables in place, one thread per worker (`kmlm.wordvec.fasttext` trains the
+same way, in `kmlm.wordvec.fasttext_kernel`). Hierarchical softmax trains with `model.fit`
+on a tf.data pipeline that makes the training examples in the graph, per chunk of documents:
 
 ```
 documents ──> words (lowercase, split on non-letters, every CJK character a word)
@@ -64,10 +64,11 @@ class Word2VecSettings:
         min_count: words seen fewer times are dropped from the corpus.
         subsample: threshold t of frequent-word subsampling (0 disables it).
         epochs: passes over the corpus.
-        batch_size: examples per training step of `model.fit` (hierarchical softmax, FastText).
+        batch_size: examples per training step of `model.fit` (hierarchical softmax).
         learning_rate: SGD step size at the start; it decays linearly to 1e-4 of itself.
-        table_size: entries of the negative-sampling table of `model.fit` (FastText); the
-            compiled trainer draws negatives exactly from an alias table instead.
+        table_size: entries of the negative-sampling table of the tf.data examples
+            (`word2vec_examples`); the compiled trainers draw negatives exactly from an
+            alias table instead.
         seed: seed of initialisation, subsampling, windows and negatives.
         segmenter: None, or "jieba": Chinese words are words, not characters (`split_words`).
         workers: threads training at once with negative sampling (0: one per CPU core); with
@@ -303,8 +304,6 @@ class Word2Vec(keras.Model):
         output_size: rows of the output table (V for negative sampling, V - 1 inner
             nodes for hierarchical softmax).
         seed: initialisation seed.
-        input_size: rows of the input table (default V; more when words share rows of
-            subwords, as `input_rows` of a subclass maps them).
 
     Example:
     >>> model = Word2Vec(1000, 50, 1000)
@@ -312,17 +311,16 @@ class Word2Vec(keras.Model):
     TensorShape([1, 3])
     """
 
-    def __init__(self, vocabulary_size, dim, output_size, seed=0, input_size=None, **kwargs):
+    def __init__(self, vocabulary_size, dim, output_size, seed=0, **kwargs):
         super().__init__(**kwargs)
         self.vocabulary_size = vocabulary_size
         self.dim = dim
         self.output_size = output_size
         self.seed = seed
-        self.input_size = input_size
-        # word2vec's initialisation: small uniform input vectors, zero output vectors.
-        spread = self.initial_spread / dim
+        # word2vec.c's initialisation: input vectors uniform in +-0.5 / dim, zero output vectors.
+        spread = 0.5 / dim
         self.input_embedding = keras.layers.Embedding(
-            input_size or vocabulary_size,
+            vocabulary_size,
             dim,
             embeddings_initializer=keras.initializers.RandomUniform(-spread, spread, seed=seed),
             name="input_embedding",
@@ -331,26 +329,13 @@ class Word2Vec(keras.Model):
             output_size, dim, embeddings_initializer="zeros", name="output_embedding"
         )
 
-    # Input rows start uniform in +-initial_spread / dim (word2vec.c: 0.5; gensim and fastText: 1).
-    initial_spread = 0.5
-    # True: each input row gets the gradient of the hidden vector itself, not its 1/n share.
-    whole_gradient_per_row = False
-
-    def input_rows(self, input_ids):
-        """The rows of the input table that make up each input (-1: none); one per word here,
-        a word and its character n-grams in `kmlm.wordvec.fasttext.FastText`."""
-        return input_ids
-
     def call(self, inputs):
-        input_ids = self.input_rows(inputs["input_ids"])
+        input_ids = inputs["input_ids"]
         present = input_ids >= 0
         vectors = self.input_embedding(tf.maximum(input_ids, 0))
         weights = tf.cast(present, vectors.dtype)[..., None]
         summed = tf.reduce_sum(vectors * weights, axis=1)
         hidden = summed / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
-        if self.whole_gradient_per_row:
-            # fastText's update: every input row moves by the whole gradient of the mean.
-            hidden = summed + tf.stop_gradient(hidden - summed)
         outputs = self.output_embedding(inputs["output_ids"])
         return tf.einsum("bd,bmd->bm", hidden, outputs)
 
@@ -358,7 +343,6 @@ class Word2Vec(keras.Model):
         config = super().get_config()
         config.update(
             vocabulary_size=self.vocabulary_size, dim=self.dim, output_size=self.output_size, seed=self.seed,
-            input_size=self.input_size,
         )
         return config
 
@@ -524,12 +508,9 @@ def corpus_vocabulary(documents: tf.data.Dataset, settings: Word2VecSettings, ve
     return vocabulary, frequencies
 
 
-def fit_word2vec(
-    model: Word2Vec, documents, vocabulary, frequencies, settings: Word2VecSettings, verbose=0, jit_compile="auto"
-):
-    """Fits `model` (a `Word2Vec` or a subclass) with SGD on the examples of `settings`, the
-    learning rate decaying linearly to 1e-4 of itself over the run; `jit_compile` as
-    `keras.Model.compile`.
+def fit_word2vec(model: Word2Vec, documents, vocabulary, frequencies, settings: Word2VecSettings, verbose=0):
+    """Fits `model` with SGD on the examples of `settings` (hierarchical softmax), the
+    learning rate decaying linearly to 1e-4 of itself over the run.
 
     Returns:
         A `Word2VecResult` whose `vectors` the caller fills in from the trained model.
@@ -542,7 +523,7 @@ def fit_word2vec(
     model.compile(
         optimizer=keras.optimizers.SGD(schedule),
         loss=SigmoidLossSum(),
-        jit_compile=jit_compile,
+        jit_compile="auto",
     )
     speed = _WordsPerSecond(int(frequencies.sum()), verbose)
     # The pass above counted the steps: with them, the schedule ends exactly at the last step.
