@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from kmlm.layers.hash_dropout import HashDropout
+from kmlm.layers.initializers import truncated_normal
 from kmlm.layers.projection import project
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
@@ -58,11 +59,12 @@ class FeedForward(keras.layers.Layer):
 
     def build(self, x_shape):
         hidden_dim = x_shape[-1]
-        init = keras.initializers.TruncatedNormal(stddev=self.initializer_range)
         width = self.intermediate_dim * (2 if self.gated else 1)
-        self.inner_kernel = self.add_weight(name="inner_kernel", shape=(hidden_dim, width), initializer=init)
+        self.inner_kernel = self.add_weight(name="inner_kernel", shape=(hidden_dim, width),
+                                            initializer=truncated_normal(self.initializer_range))
         self.inner_bias = self.add_weight(name="inner_bias", shape=(width,), initializer="zeros")
-        self.output_kernel = self.add_weight(name="output_kernel", shape=(self.intermediate_dim, hidden_dim), initializer=init)
+        self.output_kernel = self.add_weight(name="output_kernel", shape=(self.intermediate_dim, hidden_dim),
+                                             initializer=truncated_normal(self.initializer_range))
         self.output_bias = self.add_weight(name="output_bias", shape=(hidden_dim,), initializer="zeros")
         self.dropout_layer = HashDropout(self.dropout, dtype=self.dtype_policy, name="dropout")
         self.built = True

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from kmlm.layers.hash_dropout import HashDropout
+from kmlm.layers.initializers import truncated_normal
 from kmlm.layers.projection import project
 
 
@@ -69,17 +70,19 @@ class InputEmbedding(keras.layers.Layer):
         self.document_positions = bool(document_positions)
 
     def build(self, token_ids_shape, segment_ids_shape=None):
-        init = keras.initializers.TruncatedNormal(stddev=self.initializer_range)
         self.token_embeddings = self.add_weight(
-            name="token_embeddings", shape=(self.vocabulary_size, self.embedding_dim), initializer=init
+            name="token_embeddings", shape=(self.vocabulary_size, self.embedding_dim),
+            initializer=truncated_normal(self.initializer_range),
         )
         self.position_embeddings = self.add_weight(
-            name="position_embeddings", shape=(self.max_position, self.embedding_dim), initializer=init
+            name="position_embeddings", shape=(self.max_position, self.embedding_dim),
+            initializer=truncated_normal(self.initializer_range),
         )
         self.segment_embeddings = None
         if self.num_segments > 0:
             self.segment_embeddings = self.add_weight(
-                name="segment_embeddings", shape=(self.num_segments, self.embedding_dim), initializer=init
+                name="segment_embeddings", shape=(self.num_segments, self.embedding_dim),
+                initializer=truncated_normal(self.initializer_range),
             )
         # LayerNorm statistics stay float32 under mixed precision.
         self.norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, dtype="float32", name="norm")
@@ -88,7 +91,8 @@ class InputEmbedding(keras.layers.Layer):
         self.projection_kernel = self.projection_bias = None
         if self.embedding_dim != self.hidden_dim:  # created last: files of unprojected layers keep their order
             self.projection_kernel = self.add_weight(
-                name="projection_kernel", shape=(self.embedding_dim, self.hidden_dim), initializer=init
+                name="projection_kernel", shape=(self.embedding_dim, self.hidden_dim),
+                initializer=truncated_normal(self.initializer_range),
             )
             self.projection_bias = self.add_weight(name="projection_bias", shape=(self.hidden_dim,), initializer="zeros")
         self.built = True

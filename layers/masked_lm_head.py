@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from kmlm.layers.feed_forward import ACTIVATIONS, apply_activation
+from kmlm.layers.initializers import truncated_normal
 from kmlm.layers.projection import project
 
 
@@ -67,15 +68,16 @@ class MaskedLMHead(keras.layers.Layer):
     def build(self, sequence_output_shape, mask_positions_shape=None):
         hidden_dim = sequence_output_shape[-1]
         width = getattr(self._token_embedding, "embedding_dim", hidden_dim)  # a factorized table is narrower
-        init = keras.initializers.TruncatedNormal(stddev=self.initializer_range)
-        self.transform_kernel = self.add_weight(name="transform_kernel", shape=(hidden_dim, width), initializer=init)
+        self.transform_kernel = self.add_weight(name="transform_kernel", shape=(hidden_dim, width),
+                                                initializer=truncated_normal(self.initializer_range))
         self.transform_bias = self.add_weight(name="transform_bias", shape=(width,), initializer="zeros")
         self.norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, dtype="float32", name="norm")
         self.norm.build((None, None, width))
         self.output_kernel = None
         if self._token_embedding is None:
             self.output_kernel = self.add_weight(
-                name="output_kernel", shape=(hidden_dim, self.vocabulary_size), initializer=init
+                name="output_kernel", shape=(hidden_dim, self.vocabulary_size),
+                initializer=truncated_normal(self.initializer_range),
             )
         self.output_bias = self.add_weight(name="output_bias", shape=(self.vocabulary_size,), initializer="zeros")
         self.built = True

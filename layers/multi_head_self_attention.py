@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from kmlm.layers.hash_dropout import HashDropout
+from kmlm.layers.initializers import truncated_normal
 from kmlm.layers.projection import project
 
 
@@ -69,10 +70,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             )
         self.hidden_dim = hidden_dim
         self.head_dim = hidden_dim // self.num_heads
-        init = keras.initializers.TruncatedNormal(stddev=self.initializer_range)
-        self.qkv_kernel = self.add_weight(name="qkv_kernel", shape=(hidden_dim, 3 * hidden_dim), initializer=init)
+        self.qkv_kernel = self.add_weight(name="qkv_kernel", shape=(hidden_dim, 3 * hidden_dim),
+                                          initializer=truncated_normal(self.initializer_range))
         self.qkv_bias = self.add_weight(name="qkv_bias", shape=(3 * hidden_dim,), initializer="zeros")
-        self.output_kernel = self.add_weight(name="output_kernel", shape=(hidden_dim, hidden_dim), initializer=init)
+        self.output_kernel = self.add_weight(name="output_kernel", shape=(hidden_dim, hidden_dim),
+                                             initializer=truncated_normal(self.initializer_range))
         self.output_bias = self.add_weight(name="output_bias", shape=(hidden_dim,), initializer="zeros")
         self.dropout_layer = HashDropout(self.dropout, dtype=self.dtype_policy, name="attention_dropout")
         self.built = True

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from kmlm.layers.initializers import truncated_normal
+
 
 @keras.saving.register_keras_serializable(package="kmlm")
 class Pooler(keras.layers.Layer):
@@ -29,8 +31,8 @@ class Pooler(keras.layers.Layer):
 
     def build(self, sequence_shape):
         hidden_dim = sequence_shape[-1]
-        init = keras.initializers.TruncatedNormal(stddev=self.initializer_range)
-        self.kernel = self.add_weight(name="kernel", shape=(hidden_dim, hidden_dim), initializer=init)
+        self.kernel = self.add_weight(name="kernel", shape=(hidden_dim, hidden_dim),
+                                      initializer=truncated_normal(self.initializer_range))
         self.bias = self.add_weight(name="bias", shape=(hidden_dim,), initializer="zeros")
         self.built = True
 
