@@ -169,9 +169,10 @@ def run_kmlm(args, out):
 # Arm (b): keras-hub BertMaskedLM, as its documentation trains it
 
 
-def make_budget_clock(budget_seconds):
+def make_budget_clock(budget_seconds, max_steps=None):
     """A Keras callback that keeps kmlm's TrainingClock rules: start at the end of the first
-    step, pause while validating, stop at the first step that ends past the budget."""
+    step, pause while validating, stop at the first step that ends past the budget (or, with
+    `max_steps`, at that many optimizer steps if they come first)."""
     import keras
 
     class BudgetClock(keras.callbacks.Callback):
@@ -195,7 +196,8 @@ def make_budget_clock(budget_seconds):
             if self.started is None:
                 self.started = time.perf_counter()
                 self.first_step_seconds = self.started - self.fit_began
-            if self.elapsed() >= budget_seconds:
+            if self.elapsed() >= budget_seconds or (
+                    max_steps is not None and int(self.model.optimizer.iterations.numpy()) >= max_steps):
                 self.model.stop_training = True
 
         def on_test_begin(self, logs=None):
@@ -265,7 +267,7 @@ def train_kerashub(args, model_config, vocabulary, lowercase, train_texts, predi
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy()],
         jit_compile=True,
     )
-    clock = make_budget_clock(60.0 * args.budget)
+    clock = make_budget_clock(60.0 * args.budget, getattr(args, "max_steps", None))
     log(f"[kerashub] BertMaskedLM L{model_config.num_layers}/H{model_config.hidden_dim}/"
         f"{model_config.num_heads} heads/FFN {model_config.intermediate_dim}, V={len(vocabulary)}, "
         f"S={args.seq_len}, B={args.batch_size}, P={predictions}; AdamW({KERASHUB_LEARNING_RATE:g}) constant; "

@@ -48,6 +48,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=32, help="rows per evaluation batch")
     parser.add_argument("--kerashub-minutes", type=float, default=None, metavar="MINUTES",
                         help="also train keras-hub BertMaskedLM for this many minutes and score it")
+    parser.add_argument("--kerashub-steps", type=int, default=None, metavar="STEPS",
+                        help="stop keras-hub's training at this many optimizer steps if they come before the "
+                        "budget (for comparisons at equal steps on a machine that is not quiet)")
     parser.add_argument("--kerashub-seq-len", type=int, default=None, help="keras-hub's row length (default: --seq-len)")
     parser.add_argument("--kerashub-batch-size", type=int, default=None,
                         help="keras-hub's batch size (default: --batch-size)")
@@ -56,6 +59,8 @@ def parse_args(argv=None):
     common.require_positive(parser, args, ("seq_len", "batch_size"))
     if args.kerashub_minutes is not None and not args.kerashub_minutes > 0:
         parser.error("--kerashub-minutes must be a positive number of minutes")
+    if args.kerashub_steps is not None and (args.kerashub_minutes is None or args.kerashub_steps < 1):
+        parser.error("--kerashub-steps needs --kerashub-minutes and must be at least 1")
     for run in args.runs:
         if not os.path.isfile(os.path.join(run, "config.json")):
             parser.error(f"{run} is not a finished kmlm run directory (no config.json)")
@@ -102,7 +107,8 @@ def main(argv=None):
         documents = pipelines.load_documents(data.corpus, one_per_line=data.one_per_line)
         train_texts = [text.decode("utf-8") for text in
                        pipelines.split_documents(documents, "train", data.eval_fraction).as_numpy_iterator()]
-        options = argparse.Namespace(budget=args.kerashub_minutes, seq_len=seq_len, batch_size=batch_size)
+        options = argparse.Namespace(budget=args.kerashub_minutes, seq_len=seq_len, batch_size=batch_size,
+                                     max_steps=args.kerashub_steps)
         model, record = budget_vs_kerashub.train_kerashub(
             options, first.config.model, list(first.vocabulary), data.lowercase, train_texts,
             pipelines.max_predictions_for(seq_len, budget_vs_kerashub.MASK_RATE))
