@@ -158,7 +158,7 @@ def student_printed(teacher_run, corpus):
     # it starts from random weights.
     out = os.path.join(os.path.dirname(teacher_run), "student")
     code, printed = distill_printing([
-        teacher_run, "--corpus", corpus, "--out", out, *STUDENT, "--steps", "40", "--alpha", "1", "--temperature",
+        teacher_run, "--corpus", corpus, "--out", out, *STUDENT, "--steps", "80", "--alpha", "1", "--temperature",
         "1.5", "--learning-rate", "3e-3", "--batch-size", "16", "--eval-batches", "1", *QUICK])
     assert code == 0
     return out, printed
