@@ -235,6 +235,22 @@ def kerashub_rows(train_texts, batch_size):
     )
 
 
+def kerashub_masked_lm(model_config, vocabulary_size, seq_len):
+    """keras-hub's BertMaskedLM (no preprocessor) of a kmlm ModelConfig's shape and dropout."""
+    import keras_hub
+
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=vocabulary_size,
+        num_layers=model_config.num_layers,
+        num_heads=model_config.num_heads,
+        hidden_dim=model_config.hidden_dim,
+        intermediate_dim=model_config.intermediate_dim,
+        dropout=model_config.dropout,
+        max_sequence_length=max(512, seq_len),
+    )
+    return keras_hub.models.BertMaskedLM(backbone=backbone, preprocessor=None)
+
+
 def train_kerashub(args, model_config, vocabulary, lowercase, train_texts, predictions):
     """Trains BertMaskedLM for the budget; returns (model, record)."""
     import keras
@@ -251,16 +267,7 @@ def train_kerashub(args, model_config, vocabulary, lowercase, train_texts, predi
     dataset = (kerashub_rows(train_texts, args.batch_size)
                .map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE)
                .prefetch(tf.data.AUTOTUNE))
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(vocabulary),
-        num_layers=model_config.num_layers,
-        num_heads=model_config.num_heads,
-        hidden_dim=model_config.hidden_dim,
-        intermediate_dim=model_config.intermediate_dim,
-        dropout=model_config.dropout,
-        max_sequence_length=max(512, args.seq_len),
-    )
-    model = keras_hub.models.BertMaskedLM(backbone=backbone, preprocessor=None)
+    model = kerashub_masked_lm(model_config, len(vocabulary), args.seq_len)
     model.compile(
         optimizer=keras.optimizers.AdamW(KERASHUB_LEARNING_RATE),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

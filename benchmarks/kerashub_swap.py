@@ -117,7 +117,6 @@ def training_data(args, run, train_documents, predictions):
 def build_arm(args, model_config):
     """(compiled model, caller of the evaluation) of the chosen model, optimizer and loss."""
     import keras
-    import keras_hub
 
     from kmlm.model import build_mlm_model
     from kmlm.training import make_optimizer, masked_lm_loss
@@ -125,12 +124,7 @@ def build_arm(args, model_config):
     if args.model == "kmlm":
         model, caller = build_mlm_model(model_config), budget_vs_kerashub.kmlm_caller
     else:
-        backbone = keras_hub.models.BertBackbone(
-            vocabulary_size=model_config.vocabulary_size, num_layers=model_config.num_layers,
-            num_heads=model_config.num_heads, hidden_dim=model_config.hidden_dim,
-            intermediate_dim=model_config.intermediate_dim, dropout=model_config.dropout,
-            max_sequence_length=max(512, args.seq_len))
-        model = keras_hub.models.BertMaskedLM(backbone=backbone, preprocessor=None)
+        model = budget_vs_kerashub.kerashub_masked_lm(model_config, model_config.vocabulary_size, args.seq_len)
         caller = budget_vs_kerashub.kerashub_caller
     if args.optimizer == "kmlm":
         optimizer = make_optimizer(args.learning_rate, total_steps=args.steps, warmup_steps=1, schedule="constant")
