@@ -19,7 +19,7 @@ Recipes are given as NAME=FLAGS; the common flags (corpus, preset, budget) go af
 
 Other texts this machine has: `--corpus "/usr/share/doc/*/changelog.Debian.gz"` (Debian
 package changelogs: short English release notes) and `--corpus
-/usr/share/doc/debian-reference-zh-cn/docs/debian-reference.zh-cn.txt.gz` (the Debian
+/usr/share/debian-reference/debian-reference.zh-cn.txt.gz` (the Debian
 Reference in Simplified Chinese, from the debian-reference-zh-cn package).
 """
 
