@@ -29,8 +29,6 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import time
-
 import numpy as np
 import tensorflow as tf
 
@@ -38,14 +36,11 @@ from kmlm.wordvec import fasttext_kernel
 from kmlm.wordvec.fasttext_bin import FastTextArgs, save_fasttext_bin
 from kmlm.wordvec.subwords import SubwordVectors, subword_rows
 from kmlm.wordvec.vectors import write_vectors_directory
-from kmlm.wordvec.word2vec import Word2VecSettings, corpus_ids, corpus_vocabulary, keep_probabilities
-from kmlm.wordvec.word2vec_kernel import alias_table, split_spans
+from kmlm.wordvec.word2vec import Word2VecSettings, corpus_vocabulary, negative_sampling_epochs
 
 SETTINGS_FILE = "fasttext.json"
 VECTORS_FILE = "vectors.vec"
 MODEL_FILE = "model.bin"
-# Words of one span that a worker takes at a time.
-_WORDS_PER_SPAN = 50_000
 
 
 @dataclasses.dataclass
@@ -160,24 +155,12 @@ def train_fasttext(documents: tf.data.Dataset, settings: FastTextSettings | None
     subwords = fasttext_kernel.word_rows(subword_matrix(vocabulary, settings.min_n, settings.max_n, buckets))
     syn0 = initial_rows(len(vocabulary) + buckets, settings.dim, settings.seed)
     syn1 = np.zeros((len(vocabulary), settings.dim), np.float32)
-    ids, starts = corpus_ids(documents, vocabulary, settings.segmenter)
-    workers = settings.workers or os.cpu_count() or 1
-    spans = split_spans(starts, max(4 * workers, len(ids) // _WORDS_PER_SPAN))
-    keep = keep_probabilities(frequencies, settings.subsample)
-    table = alias_table(np.asarray(frequencies, np.float64) ** 0.75)
-    options = dict(workers=workers, cbow=settings.model == "cbow", window=settings.window, negatives=settings.negatives,
-                   seed=settings.seed)
-    _compile_kernel(syn0, ids, keep, table, options)
-    rates, losses = [], []
-    for epoch in range(settings.epochs):
-        lr_begin, lr_end = (settings.learning_rate * (1 - (1 - 1e-4) * e / settings.epochs) for e in (epoch, epoch + 1))
-        start = time.perf_counter()
-        loss, examples = fasttext_kernel.train_epoch(syn0, syn1, ids, spans, keep, table, subwords, lr_begin=lr_begin,
-                                                     lr_end=lr_end, epoch=epoch, **options)
-        rates.append(len(ids) / (time.perf_counter() - start))
-        losses.append(loss / max(examples, 1))
-        if verbose:
-            print(f"epoch {epoch + 1}/{settings.epochs}: loss {losses[-1]:.4f}, {rates[-1]:,.0f} words/s", flush=True)
+
+    def train_epoch(syn0, syn1, ids, spans, keep, table, **options):
+        return fasttext_kernel.train_epoch(syn0, syn1, ids, spans, keep, table, subwords, **options)
+
+    rates, losses = negative_sampling_epochs(syn0, syn1, documents, vocabulary, frequencies, settings, train_epoch,
+                                             _compile_kernel, verbose)
     vectors = SubwordVectors(vocabulary, syn0[: len(vocabulary)], syn0[len(vocabulary):], settings.min_n,
                              settings.max_n, counts=frequencies)
     return FastTextResult(vectors=vectors, output_rows=syn1, words_per_second=rates, history={"loss": losses})

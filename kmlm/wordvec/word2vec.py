@@ -463,6 +463,33 @@ def train_negative_sampling(model: Word2Vec, documents, vocabulary, frequencies,
     syn0 = np.random.default_rng(settings.seed).uniform(-spread, spread, (len(vocabulary), settings.dim))
     syn0 = syn0.astype(np.float32)
     syn1 = np.zeros_like(syn0)
+    rates, losses = negative_sampling_epochs(syn0, syn1, documents, vocabulary, frequencies, settings,
+                                             word2vec_kernel.train_epoch, _compile_kernel, verbose)
+    model.input_embedding.embeddings.assign(syn0)
+    model.output_embedding.embeddings.assign(syn1)
+    return Word2VecResult(vectors=None, model=model, words_per_second=rates, history={"loss": losses})
+
+
+def negative_sampling_epochs(syn0, syn1, documents, vocabulary, frequencies, settings, train_epoch, compile_kernel,
+                             verbose=0):
+    """The epoch loop that word2vec's and fastText's compiled trainers share: the corpus as word
+    ids cut into spans, subsampling and negative tables, one warm-up call, then `settings.epochs`
+    calls of `train_epoch` with the learning rate decaying linearly to 1e-4 of itself.
+
+    Args:
+        syn0, syn1: the input and output tables, float32, updated in place.
+        documents, vocabulary, frequencies: the corpus and its kept words with their counts.
+        settings: `Word2VecSettings` (or a subclass): workers, model, window, negatives,
+            subsample, seed, epochs, learning_rate, segmenter.
+        train_epoch: `train_epoch(syn0, syn1, ids, spans, keep, table, lr_begin=, lr_end=,
+            epoch=, workers=, cbow=, window=, negatives=, seed=)` -> (loss sum, examples).
+        compile_kernel: `compile_kernel(syn0, ids, keep, table, options)`, called once first, so
+            that the first epoch's words/s is training alone.
+        verbose: when true, prints each epoch's loss and words/s.
+
+    Returns:
+        (words/s per epoch, mean loss of an example per epoch).
+    """
     ids, starts = corpus_ids(documents, vocabulary, settings.segmenter)
     workers = settings.workers or os.cpu_count() or 1
     spans = word2vec_kernel.split_spans(starts, max(4 * workers, len(ids) // _WORDS_PER_SPAN))
@@ -470,21 +497,19 @@ def train_negative_sampling(model: Word2Vec, documents, vocabulary, frequencies,
     table = word2vec_kernel.alias_table(np.asarray(frequencies, np.float64) ** 0.75)
     options = dict(workers=workers, cbow=settings.model == "cbow", window=settings.window, negatives=settings.negatives,
                    seed=settings.seed)
-    _compile_kernel(syn0, ids, keep, table, options)
+    compile_kernel(syn0, ids, keep, table, options)
     words = int(len(ids))
     rates, losses = [], []
     for epoch in range(settings.epochs):
         lr_begin, lr_end = (settings.learning_rate * (1 - (1 - 1e-4) * e / settings.epochs) for e in (epoch, epoch + 1))
         start = time.perf_counter()
-        loss, examples = word2vec_kernel.train_epoch(syn0, syn1, ids, spans, keep, table, lr_begin=lr_begin,
-                                                     lr_end=lr_end, epoch=epoch, **options)
+        loss, examples = train_epoch(syn0, syn1, ids, spans, keep, table, lr_begin=lr_begin, lr_end=lr_end,
+                                     epoch=epoch, **options)
         rates.append(words / (time.perf_counter() - start))
         losses.append(loss / max(examples, 1))
         if verbose:
             print(f"epoch {epoch + 1}/{settings.epochs}: loss {losses[-1]:.4f}, {rates[-1]:,.0f} words/s", flush=True)
-    model.input_embedding.embeddings.assign(syn0)
-    model.output_embedding.embeddings.assign(syn1)
-    return Word2VecResult(vectors=None, model=model, words_per_second=rates, history={"loss": losses})
+    return rates, losses
 
 
 def _compile_kernel(syn0, ids, keep, table, options):
