@@ -59,6 +59,11 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the masks and the kmlm pipeline")
     for part in PARTS:
         parser.add_argument(f"--{part}", choices=CHOICES, default="kmlm", help=f"whose {part}")
+    parser.add_argument("--kmlm-beta-2", type=float, default=0.98, help="beta_2 of kmlm's optimizer")
+    parser.add_argument("--kmlm-epsilon", type=float, default=1e-6, help="epsilon of kmlm's optimizer")
+    parser.add_argument("--kmlm-clip-norm", type=float, default=1.0, help="global clip norm of kmlm's optimizer (0: none)")
+    parser.add_argument("--kmlm-weight-decay", type=float, default=0.01,
+                        help="weight decay of kmlm's optimizer (off LayerNorm and biases)")
     parser.add_argument("--eval-seq-len", type=int, default=128, help="row length of the evaluation batches")
     parser.add_argument("--jsonl", metavar="PATH", help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
@@ -127,7 +132,9 @@ def build_arm(args, model_config):
         model = budget_vs_kerashub.kerashub_masked_lm(model_config, model_config.vocabulary_size, args.seq_len)
         caller = budget_vs_kerashub.kerashub_caller
     if args.optimizer == "kmlm":
-        optimizer = make_optimizer(args.learning_rate, total_steps=args.steps, warmup_steps=1, schedule="constant")
+        optimizer = make_optimizer(args.learning_rate, total_steps=args.steps, warmup_steps=1, schedule="constant",
+                                   weight_decay=args.kmlm_weight_decay, clipnorm=args.kmlm_clip_norm or None,
+                                   beta_2=args.kmlm_beta_2, epsilon=args.kmlm_epsilon)
     else:
         optimizer = keras.optimizers.AdamW(args.learning_rate)
     loss = masked_lm_loss() if args.loss == "kmlm" else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -172,6 +179,8 @@ def main(argv=None):
             BENCHMARK, measurement, arm, score[measurement], unit, higher_is_better=measurement == "masked_accuracy",
             steps=steps, seed=args.seed, learning_rate=args.learning_rate,
             shape=dict(seq_len=args.seq_len, batch_size=args.batch_size), masked_tokens=score["masked_tokens"],
+            kmlm_optimizer=dict(beta_2=args.kmlm_beta_2, epsilon=args.kmlm_epsilon, clip_norm=args.kmlm_clip_norm,
+                                weight_decay=args.kmlm_weight_decay) if args.optimizer == "kmlm" else None,
             final_training_loss=float(history.history["loss"][-1]), corpus=data.corpus, machine=machine),
             jsonl_path=args.jsonl)
 

@@ -199,11 +199,12 @@ def masked_lm_loss():
 
 
 def make_optimizer(learning_rate=5e-4, total_steps=10_000, warmup_steps=None, weight_decay=0.01, clipnorm=1.0,
-                   schedule="linear"):
+                   schedule="linear", beta_2=0.98, epsilon=1e-6):
     """AdamW with a warmup/decay schedule, global-norm clipping and no decay on LayerNorm/biases.
 
     `total_steps=None` leaves the learning rate a plain variable for a `TimeBudget` callback
     to set at every step (a schedule that follows elapsed time rather than steps).
+    `clipnorm=None` trains without clipping.
     """
     if total_steps is None:
         rate = float(learning_rate)
@@ -217,8 +218,8 @@ def make_optimizer(learning_rate=5e-4, total_steps=10_000, warmup_steps=None, we
         learning_rate=rate,
         weight_decay=weight_decay,
         beta_1=0.9,
-        beta_2=0.98,
-        epsilon=1e-6,
+        beta_2=beta_2,
+        epsilon=epsilon,
         global_clipnorm=clipnorm,
     )
     optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
@@ -236,6 +237,8 @@ def compile_for_pretraining(
     jit_compile=True,
     steps_per_execution=1,
     schedule="linear",
+    beta_2=0.98,
+    epsilon=1e-6,
 ):
     """Compiles a `MaskedLMModel` for `model.fit` on `kmlm.pipelines.mlm_dataset` batches.
 
@@ -247,7 +250,8 @@ def compile_for_pretraining(
         warmup_steps: warmup length; default 10% of `total_steps`.
         schedule: what follows the warmup: "linear", "cosine" or "constant" (`SCHEDULES`).
         weight_decay: AdamW decoupled weight decay (not applied to LayerNorm or biases).
-        clipnorm: global gradient-norm clip.
+        clipnorm: global gradient-norm clip (None: no clipping).
+        beta_2, epsilon: Adam's second-moment decay and epsilon.
         jit_compile: compile the train step with XLA.
         steps_per_execution: batches per compiled call.
 
@@ -267,7 +271,8 @@ def compile_for_pretraining(
     `model.fit(dataset, steps_per_epoch=100, epochs=10)`.
     """
     model.compile(
-        optimizer=make_optimizer(learning_rate, total_steps, warmup_steps, weight_decay, clipnorm, schedule),
+        optimizer=make_optimizer(learning_rate, total_steps, warmup_steps, weight_decay, clipnorm, schedule,
+                                 beta_2=beta_2, epsilon=epsilon),
         loss=masked_lm_loss(),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy"), MaskedPerplexity()],
         jit_compile=jit_compile,

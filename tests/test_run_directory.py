@@ -52,8 +52,8 @@ def test_pretraining_record_round_trips_through_dict_and_file(tmp_path):
     }
     assert values["training"] == {
         "preset": "tiny", "steps": 40, "time_budget": None, "learning_rate": 2e-3, "lr_schedule": "linear",
-        "warmup": 0.1, "warmup_steps": None, "weight_decay": 0.01,
-        "precision": "float32", "jit_compile": True, "seed": 0, "objective": "mlm+sop",
+        "warmup": 0.1, "warmup_steps": None, "weight_decay": 0.01, "clip_norm": 1.0, "adam_beta2": 0.98,
+        "adam_epsilon": 1e-6, "precision": "float32", "jit_compile": True, "seed": 0, "objective": "mlm+sop",
         "steps_per_epoch": 10, "epochs": 4, "total_steps": 40, "init_embeddings": "vectors.npz",
     }
     assert values["heads"] == {"masked_lm": True, "pooler": True, "next_sentence": True}

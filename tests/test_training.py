@@ -77,3 +77,22 @@ def test_xla_compiled_fit_reports_masked_metrics(precision):
     evaluated = model.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True)
     assert evaluated["loss"] == pytest.approx(expected, rel=2e-2 if precision != "float32" else 1e-4)
     assert evaluated["perplexity"] == pytest.approx(np.exp(expected), rel=5e-2 if precision != "float32" else 1e-3)
+
+
+@pytest.mark.parametrize("beta_2, epsilon, clipnorm", [(0.98, 1e-6, 1.0), (0.999, 1e-7, None), (0.9, 0.5, 2.0)])
+def test_optimizer_steps_follow_its_beta_2_epsilon_and_clip(beta_2, epsilon, clipnorm):
+    rate, beta_1 = 0.1, 0.9
+    optimizer = make_optimizer(rate, total_steps=None, weight_decay=0.0, clipnorm=clipnorm, beta_2=beta_2,
+                               epsilon=epsilon)
+    variable = keras.Variable(np.array([1.0, -2.0, 0.5], np.float32))
+    gradients = [np.array([3.0, 4.0, 0.0], np.float32), np.array([-0.1, 0.2, 0.05], np.float32)]
+    expected, m, v = variable.numpy().astype(np.float64), np.zeros(3), np.zeros(3)
+    for t, g in enumerate(gradients, start=1):
+        optimizer.apply_gradients([(tf.constant(g), variable)])
+        g = g.astype(np.float64)
+        if clipnorm is not None:
+            g = g * min(1.0, clipnorm / np.linalg.norm(g))
+        m = beta_1 * m + (1 - beta_1) * g
+        v = beta_2 * v + (1 - beta_2) * g * g
+        expected -= rate * np.sqrt(1 - beta_2**t) / (1 - beta_1**t) * m / (np.sqrt(v) + epsilon)
+        np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-5, atol=1e-6)

@@ -21,7 +21,10 @@ from kmlm.cli.options import (
     positive_int,
 )
 from kmlm.pretraining.recipe import (
+    ADAM_BETA2,
+    ADAM_EPSILON,
     BATCH_SIZE,
+    CLIP_NORM,
     LARGER_PRESET_LEARNING_RATE,
     LEARNING_RATES,
     MASK_RATE,
@@ -139,6 +142,10 @@ def _add_optimisation_options(parser):
     parser.add_argument("--warmup-steps", type=int, default=None,
                         help="linear warmup over this many steps instead (with --steps only)")
     parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    parser.add_argument("--clip-norm", type=float, default=CLIP_NORM,
+                        help="clip the gradient to this global norm (0: no clipping)")
+    parser.add_argument("--adam-beta2", type=float, default=ADAM_BETA2, help="AdamW's second-moment decay beta_2")
+    parser.add_argument("--adam-epsilon", type=float, default=ADAM_EPSILON, help="AdamW's epsilon")
     parser.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"), default="float32",
                         help="compute precision (softmax, LayerNorm and loss stay float32)")
     parser.add_argument("--no-jit", action="store_true", help="do not XLA-compile the train step")
@@ -257,7 +264,8 @@ def _pretrain_settings(args):
         vocab=args.vocab, vocab_size=args.vocab_size, vocab_method=args.vocab_method, lowercase=not args.cased,
         packing=not args.no_packing, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
         warmup=args.warmup, lr_schedule=args.lr_schedule, time_budget=args.time_budget,
-        weight_decay=args.weight_decay, precision=args.precision,
+        weight_decay=args.weight_decay, clip_norm=args.clip_norm, adam_beta2=args.adam_beta2,
+        adam_epsilon=args.adam_epsilon, precision=args.precision,
         jit_compile=not (args.no_jit or args.deterministic), seed=args.seed,
         eval_batches=args.eval_batches, log_points=args.log_points, distribution=args.distribution,
         data_service=args.data_service, init_embeddings=args.init_embeddings, objective=args.objective,
@@ -323,7 +331,8 @@ def _distill(args):
         args.teacher, corpus=args.corpus, preset=args.preset, steps=args.steps, time_budget=args.time_budget,
         seq_len=args.seq_len, batch_size=args.batch_size, temperature=args.temperature, alpha=args.alpha,
         learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, warmup=args.warmup,
-        lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, precision=args.precision,
+        lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
+        adam_beta2=args.adam_beta2, adam_epsilon=args.adam_epsilon, precision=args.precision,
         jit_compile=not (args.no_jit or args.deterministic), seed=args.seed, eval_batches=args.eval_batches,
         log_points=args.log_points, model_overrides=model_overrides(args), init_from_teacher=args.init_from_teacher,
     )

@@ -51,7 +51,7 @@ DATA_KEYS = (
     "random_token_rate", "lowercase", "packing", "eval_fraction", "segmenter",
 )
 TRAINING_KEYS = ("preset", "steps", "time_budget", "learning_rate", "lr_schedule", "warmup", "warmup_steps",
-                 "weight_decay", "precision", "jit_compile", "seed")
+                 "weight_decay", "clip_norm", "adam_beta2", "adam_epsilon", "precision", "jit_compile", "seed")
 PROGRESS_FILE = "progress.json"
 
 
@@ -267,6 +267,9 @@ class PretrainingJob:
                     warmup_steps=total_steps and settings.warmup_steps_for(total_steps),
                     schedule=settings.lr_schedule,
                     weight_decay=settings.weight_decay,
+                    clipnorm=settings.clip_norm or None,
+                    beta_2=settings.adam_beta2,
+                    epsilon=settings.adam_epsilon,
                     jit_compile=settings.jit_compile and distributed.xla_allowed(self.strategy),
                 )
         finally:

@@ -14,6 +14,10 @@ SEQ_LEN = 64
 BATCH_SIZE = 32
 MASK_RATE = 0.3
 LEARNING_RATES = {"tiny": 2e-3, "mini": 1e-3}
+# The optimizer: AdamW (weight decay 0.01 off LayerNorm and biases) with global-norm clipping.
+CLIP_NORM = 1.0
+ADAM_BETA2 = 0.98
+ADAM_EPSILON = 1e-6
 LARGER_PRESET_LEARNING_RATE = 5e-4
 
 

@@ -7,7 +7,8 @@ import os
 from kmlm.config import ModelConfig
 from kmlm.pipelines import MaskingConfig, check_seq_len
 from kmlm.pretraining import distributed
-from kmlm.pretraining.recipe import BATCH_SIZE, MASK_RATE, PRETRAINING_MODEL, SEQ_LEN, default_learning_rate
+from kmlm.pretraining.recipe import (ADAM_BETA2, ADAM_EPSILON, BATCH_SIZE, CLIP_NORM, MASK_RATE, PRETRAINING_MODEL,
+                                     SEQ_LEN, default_learning_rate)
 from kmlm.training import PRECISIONS, SCHEDULES
 
 DISTRIBUTIONS = distributed.STRATEGIES
@@ -53,6 +54,9 @@ class PretrainSettings:
     warmup: float = 0.1
     lr_schedule: str = "linear"
     weight_decay: float = 0.01
+    clip_norm: float = CLIP_NORM  # 0: no clipping
+    adam_beta2: float = ADAM_BETA2
+    adam_epsilon: float = ADAM_EPSILON
     precision: str = "float32"
     jit_compile: bool = True
     seed: int = 0
@@ -146,6 +150,12 @@ class PretrainSettings:
             raise ValueError(f"unknown schedule {self.lr_schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size {self.batch_size} must be at least 1")
+        if not self.clip_norm >= 0:
+            raise ValueError(f"--clip-norm {self.clip_norm} must be 0 or more (0: no clipping), e.g. 1.0")
+        if not 0 < self.adam_beta2 < 1:
+            raise ValueError(f"--adam-beta2 {self.adam_beta2} must be in (0, 1), e.g. 0.98")
+        if not self.adam_epsilon > 0:
+            raise ValueError(f"--adam-epsilon {self.adam_epsilon} must be positive, e.g. 1e-6")
         check_seq_len(self.seq_len)
         self.masking_config()
         self.model_config(max(self.vocab_size, 8))

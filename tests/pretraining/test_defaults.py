@@ -9,7 +9,8 @@ from kmlm.cli.main import build_parser
 from kmlm.cli.pretraining import _pretrain_settings
 from kmlm.pretraining.job import run_record
 from kmlm.pretraining.objectives import objective_for
-from kmlm.pretraining.recipe import LARGER_PRESET_LEARNING_RATE, LEARNING_RATES, PRETRAINING_MODEL
+from kmlm.pretraining.recipe import (ADAM_BETA2, ADAM_EPSILON, CLIP_NORM, LARGER_PRESET_LEARNING_RATE, LEARNING_RATES,
+                                    PRETRAINING_MODEL)
 from kmlm.pretraining.settings import PretrainSettings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -46,7 +47,7 @@ def test_a_bare_command_trains_with_the_recipe_of_its_preset(preset):
     # Everything else a bare command uses is PretrainSettings' own default.
     defaults = PretrainSettings(preset=preset)
     for name in ("seq_len", "batch_size", "mask_rate", "masking", "weight_decay", "warmup", "lr_schedule",
-                 "vocab_size", "total_steps"):
+                 "vocab_size", "total_steps", "clip_norm", "adam_beta2", "adam_epsilon"):
         assert getattr(settings, name) == getattr(defaults, name), name
 
 
@@ -80,3 +81,22 @@ def test_the_help_states_the_per_preset_rates():
     text = re.sub(r"\s+", " ", text)
     for preset, rate in LEARNING_RATES.items():
         assert f"{preset} {rate:g}" in text
+
+
+def test_optimizer_flags_reach_the_compiled_optimizer_and_config(tmp_path):
+    from kmlm.pretraining.job import PretrainingJob
+
+    settings = _bare_command("--preset", "tiny", "--steps", "4", "--clip-norm", "0", "--adam-beta2", "0.999",
+                             "--adam-epsilon", "1e-7")
+    record = run_record(settings, objective_for(settings), vocabulary_size=100)
+    assert (record.training["clip_norm"], record.training["adam_beta2"], record.training["adam_epsilon"]) == (
+        0.0, 0.999, 1e-7)
+    _, trainer = PretrainingJob(str(tmp_path / "run"), settings, verbose=0).build(record, vocabulary=None)
+    optimizer = trainer.optimizer
+    assert optimizer.global_clipnorm is None
+    assert (optimizer.beta_2, optimizer.epsilon) == (0.999, 1e-7)
+    default = _bare_command("--preset", "tiny", "--steps", "4")
+    _, trainer = PretrainingJob(str(tmp_path / "default"), default, verbose=0).build(
+        run_record(default, objective_for(default), vocabulary_size=100), vocabulary=None)
+    assert (trainer.optimizer.global_clipnorm, trainer.optimizer.beta_2, trainer.optimizer.epsilon) == (
+        CLIP_NORM, ADAM_BETA2, ADAM_EPSILON)
