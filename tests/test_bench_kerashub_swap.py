@@ -32,12 +32,14 @@ def test_a_mixed_arm_trains_and_reports_its_held_out_score(tmp_path, capsys):
                    check=True, cwd=ROOT, capture_output=True)
     jsonl = tmp_path / "swap.jsonl"
     kerashub_swap.main([str(run), "--steps", "2", "--seq-len", "32", "--batch-size", "4", "--eval-seq-len", "32",
-                        "--model", "kerashub", "--loss", "kerashub", "--jsonl", str(jsonl)])
+                        "--model", "kerashub", "--loss", "kerashub", "--kmlm-beta-2", "0.999", "--kmlm-clip-norm", "0",
+                        "--jsonl", str(jsonl)])
     entries = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [e["measurement"] for e in entries] == ["masked_accuracy", "loss"]
     for entry in entries:
         common.validate(entry)
         assert entry["arm"] == "model=kerashub data=kmlm optimizer=kmlm loss=kerashub"
+        assert entry["kmlm_optimizer"] == {"beta_2": 0.999, "epsilon": 1e-6, "clip_norm": 0.0, "weight_decay": 0.01}
         assert entry["steps"] == 2 and entry["masked_tokens"] > 0
     assert 0.0 <= entries[0]["value"] <= 1.0 and entries[1]["value"] > 0.0
 
