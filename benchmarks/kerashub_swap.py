@@ -46,6 +46,8 @@ CHOICES = ("kmlm", "kerashub")
 
 
 def parse_args(argv=None):
+    from kmlm.pretraining.settings import PretrainSettings
+
     parser = argparse.ArgumentParser(
         description="Train one masked-LM arm whose model, data, optimizer and loss are each kmlm's or keras-hub's, "
         "for a number of steps, and score it on the held-out split.",
@@ -59,10 +61,12 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the masks and the kmlm pipeline")
     for part in PARTS:
         parser.add_argument(f"--{part}", choices=CHOICES, default="kmlm", help=f"whose {part}")
-    parser.add_argument("--kmlm-beta-2", type=float, default=0.98, help="beta_2 of kmlm's optimizer")
-    parser.add_argument("--kmlm-epsilon", type=float, default=1e-6, help="epsilon of kmlm's optimizer")
-    parser.add_argument("--kmlm-clip-norm", type=float, default=1.0, help="global clip norm of kmlm's optimizer (0: none)")
-    parser.add_argument("--kmlm-weight-decay", type=float, default=0.01,
+    defaults = PretrainSettings()
+    parser.add_argument("--kmlm-beta-2", type=float, default=defaults.adam_beta2, help="beta_2 of kmlm's optimizer")
+    parser.add_argument("--kmlm-epsilon", type=float, default=defaults.adam_epsilon, help="epsilon of kmlm's optimizer")
+    parser.add_argument("--kmlm-clip-norm", type=float, default=defaults.clip_norm,
+                        help="global clip norm of kmlm's optimizer (0: none)")
+    parser.add_argument("--kmlm-weight-decay", type=float, default=defaults.weight_decay,
                         help="weight decay of kmlm's optimizer (off LayerNorm and biases)")
     parser.add_argument("--eval-seq-len", type=int, default=128, help="row length of the evaluation batches")
     parser.add_argument("--jsonl", metavar="PATH", help="also append the JSON lines to this file")
