@@ -22,24 +22,33 @@ NO_DECAY_NAMES = ("gamma", "beta", "bias")
 SCHEDULES = ("linear", "cosine", "constant")
 
 
-def schedule_factor(progress, warmup, shape="linear"):
+def schedule_factor(progress, warmup, shape="linear", decay=None):
     """The learning rate as a fraction of its peak at `progress` (0 to 1) through a run.
 
     A linear rise over the first `warmup` of the run, then `shape`: "linear" falls to 0 at
     the end, "cosine" falls along a half cosine to 0 at the end, "constant" stays at the peak.
-    Works on floats and on tensors (the step schedule and the time-budget callback share it).
+    With `decay` (a share of the run, 0 to 1) the rate holds at the peak after the warmup and
+    the fall takes only the last `decay` of the run (warmup, stable, decay); None: the fall
+    takes everything after the warmup. Works on floats and on tensors (the step schedule and
+    the time-budget callback share it).
 
     Example:
     >>> [round(float(schedule_factor(p, 0.1)), 4) for p in (0.0, 0.05, 0.1, 0.55, 1.0)]
     [0.0, 0.5, 1.0, 0.5, 0.0]
     >>> round(float(schedule_factor(0.55, 0.1, "cosine")), 4), float(schedule_factor(0.9, 0.1, "constant"))
     (0.5, 1.0)
+    >>> [round(float(schedule_factor(p, 0.0, decay=0.2)), 4) for p in (0.0, 0.5, 0.8, 0.9, 1.0)]
+    [1.0, 1.0, 1.0, 0.5, 0.0]
     """
     if shape not in SCHEDULES:
         raise ValueError(f"unknown schedule {shape!r}; choose one of {', '.join(SCHEDULES)}")
     progress = ops.clip(ops.cast(progress, "float32"), 0.0, 1.0)
+    if decay is not None and not 0.0 <= float(decay) <= 1.0:
+        raise ValueError(f"decay={decay} must be a share of the run in [0, 1]")
+    start = float(warmup) if decay is None else max(float(warmup), 1.0 - float(decay))
     rising = progress / max(float(warmup), 1e-9)
-    remaining = ops.clip((progress - warmup) / max(1.0 - float(warmup), 1e-9), 0.0, 1.0)
+    # Counted from the end, so that the rate is exactly 0 at progress 1 in float32 too.
+    remaining = ops.clip(1.0 - (1.0 - progress) / max(1.0 - start, 1e-9), 0.0, 1.0)
     if shape == "linear":
         falling = 1.0 - remaining
     elif shape == "cosine":
@@ -52,7 +61,8 @@ def schedule_factor(progress, warmup, shape="linear"):
 @keras.saving.register_keras_serializable(package="kmlm")
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup from 0 to `peak_learning_rate` over `warmup_steps`, then a fall to 0 at
-    `total_steps`: linear (the default), cosine, or none ("constant"); see `schedule_factor`.
+    `total_steps`: linear (the default), cosine, or none ("constant"); with `decay_steps` the
+    fall takes only the last `decay_steps` (the peak holds until then); see `schedule_factor`.
 
     Example:
     >>> schedule = WarmupLinearDecay(1e-3, warmup_steps=10, total_steps=100)
@@ -60,15 +70,17 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     (0.0005, 0.0005, 0.0)
     """
 
-    def __init__(self, peak_learning_rate, warmup_steps, total_steps, shape="linear"):
+    def __init__(self, peak_learning_rate, warmup_steps, total_steps, shape="linear", decay_steps=None):
         self.peak_learning_rate = float(peak_learning_rate)
         self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)
         self.shape = shape
+        self.decay_steps = None if decay_steps is None else int(decay_steps)
 
     def __call__(self, step):
         total = float(max(self.total_steps, 1))
-        factor = schedule_factor(ops.cast(step, "float32") / total, self.warmup_steps / total, self.shape)
+        decay = None if self.decay_steps is None else min(self.decay_steps / total, 1.0)
+        factor = schedule_factor(ops.cast(step, "float32") / total, self.warmup_steps / total, self.shape, decay)
         return self.peak_learning_rate * factor
 
     def get_config(self):
@@ -77,6 +89,7 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
             "warmup_steps": self.warmup_steps,
             "total_steps": self.total_steps,
             "shape": self.shape,
+            "decay_steps": self.decay_steps,
         }
 
 
@@ -199,8 +212,12 @@ def masked_lm_loss():
 
 
 def make_optimizer(learning_rate=5e-4, total_steps=10_000, warmup_steps=None, weight_decay=0.01, clipnorm=1.0,
-                   schedule="linear", beta_2=0.98, epsilon=1e-6):
+                   schedule="linear", beta_2=0.98, epsilon=1e-6, decay_steps=None):
     """AdamW with a warmup/decay schedule, global-norm clipping and no decay on LayerNorm/biases.
+
+    `decay_steps` (with `total_steps`): the schedule's fall takes only the last `decay_steps`
+    steps and the rate holds at its peak from the warmup until then; None: the fall takes every
+    step after the warmup.
 
     `total_steps=None` leaves the learning rate a plain variable for a `TimeBudget` callback
     to set at every step (a schedule that follows elapsed time rather than steps).
@@ -213,7 +230,7 @@ def make_optimizer(learning_rate=5e-4, total_steps=10_000, warmup_steps=None, we
             raise ValueError(f"total_steps={total_steps} must be at least 1")
         if warmup_steps is None:
             warmup_steps = max(1, total_steps // 10)
-        rate = WarmupLinearDecay(learning_rate, warmup_steps, total_steps, shape=schedule)
+        rate = WarmupLinearDecay(learning_rate, warmup_steps, total_steps, shape=schedule, decay_steps=decay_steps)
     optimizer = GlobalClipAdamW(
         learning_rate=rate,
         weight_decay=weight_decay,
@@ -239,6 +256,7 @@ def compile_for_pretraining(
     schedule="linear",
     beta_2=0.98,
     epsilon=1e-6,
+    decay_steps=None,
 ):
     """Compiles a `MaskedLMModel` for `model.fit` on `kmlm.pipelines.mlm_dataset` batches.
 
@@ -249,6 +267,8 @@ def compile_for_pretraining(
             that a `TimeBudget` callback sets.
         warmup_steps: warmup length; default 10% of `total_steps`.
         schedule: what follows the warmup: "linear", "cosine" or "constant" (`SCHEDULES`).
+        decay_steps: the fall takes only the last `decay_steps` steps, the peak holding until
+            then; None: every step after the warmup.
         weight_decay: AdamW decoupled weight decay (not applied to LayerNorm or biases).
         clipnorm: global gradient-norm clip (None: no clipping).
         beta_2, epsilon: Adam's second-moment decay and epsilon.
@@ -272,7 +292,7 @@ def compile_for_pretraining(
     """
     model.compile(
         optimizer=make_optimizer(learning_rate, total_steps, warmup_steps, weight_decay, clipnorm, schedule,
-                                 beta_2=beta_2, epsilon=epsilon),
+                                 beta_2=beta_2, epsilon=epsilon, decay_steps=decay_steps),
         loss=masked_lm_loss(),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy"), MaskedPerplexity()],
         jit_compile=jit_compile,
@@ -367,8 +387,8 @@ class TrainingClock(keras.callbacks.Callback):
     can count the time its earlier part spent (`spent_seconds`).
 
     With `budget_seconds` it also sets the optimizer's learning rate before every step from the
-    share of the budget spent (`schedule_factor` over time, with `warmup` a share of the
-    budget) and stops training at the first step that ends past the budget; the clock stops with
+    share of the budget spent (`schedule_factor` over time, with `warmup` and `decay` shares of
+    the budget) and stops training at the first step that ends past the budget; the clock stops with
     that step (the epoch's validation and saves that follow are not training). The optimizer's
     learning rate must then be a plain variable (`make_optimizer(total_steps=None)`).
 
@@ -379,13 +399,14 @@ class TrainingClock(keras.callbacks.Callback):
     """
 
     def __init__(self, progress_path=None, budget_seconds=None, peak_learning_rate=None, warmup=0.1,
-                 schedule="linear", spent_seconds=0.0, extra=None):
+                 schedule="linear", spent_seconds=0.0, extra=None, decay=None):
         super().__init__()
         self.progress_path = progress_path
         self.budget_seconds = budget_seconds
         self.peak_learning_rate = peak_learning_rate
         self.warmup = warmup
         self.schedule = schedule
+        self.decay = decay
         self.spent_seconds = float(spent_seconds)
         self.extra = {} if extra is None else extra  # shared: the caller may add to it later
         self.startup_seconds = None
@@ -398,7 +419,7 @@ class TrainingClock(keras.callbacks.Callback):
 
     def learning_rate(self, elapsed):
         """The learning rate after `elapsed` seconds of training under the budget."""
-        factor = float(schedule_factor(elapsed / self.budget_seconds, self.warmup, self.schedule))
+        factor = float(schedule_factor(elapsed / self.budget_seconds, self.warmup, self.schedule, self.decay))
         return round(self.peak_learning_rate * factor, 9)
 
     def elapsed(self):

@@ -52,7 +52,7 @@ def test_pretraining_record_round_trips_through_dict_and_file(tmp_path):
     }
     assert values["training"] == {
         "preset": "tiny", "steps": 40, "time_budget": None, "learning_rate": 2e-3, "lr_schedule": "linear",
-        "warmup": 0.1, "warmup_steps": None, "weight_decay": 0.01, "clip_norm": 1.0, "adam_beta2": 0.98,
+        "warmup": 0.0, "warmup_steps": None, "decay": 0.2, "weight_decay": 0.01, "clip_norm": 1.0, "adam_beta2": 0.98,
         "adam_epsilon": 1e-6, "precision": "float32", "jit_compile": True, "seed": 0, "objective": "mlm+sop",
         "steps_per_epoch": 10, "epochs": 4, "total_steps": 40, "init_embeddings": "vectors.npz",
     }

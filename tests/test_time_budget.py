@@ -42,6 +42,44 @@ def test_the_step_schedule_has_the_same_shape_over_steps():
         assert float(schedule(step)) == pytest.approx(PEAK * reference_factor(step / 100, 0.1, "cosine"), abs=1e-9)
 
 
+def reference_decay_factor(progress, warmup, shape, decay):
+    """Warmup, then the peak held, then `shape`'s fall over the last `decay` of the run."""
+    if progress < warmup:
+        return progress / warmup
+    start = max(warmup, 1.0 - decay)
+    if progress <= start:
+        return 1.0
+    return reference_factor((progress - start) / (1.0 - start), 0.0, shape)
+
+
+@pytest.mark.parametrize("shape", ["linear", "cosine"])
+@pytest.mark.parametrize("warmup,decay", [(0.0, 0.2), (0.1, 0.25), (0.3, 0.9), (0.0, 1.0)])
+def test_a_fall_over_the_last_share_of_the_run_matches_an_independent_formula(shape, warmup, decay):
+    for progress in np.linspace(0.0, 1.0, 81):
+        assert float(schedule_factor(progress, warmup, shape, decay)) == pytest.approx(
+            reference_decay_factor(progress, warmup, shape, decay), abs=1e-6), (shape, warmup, decay, progress)
+    assert float(schedule_factor(1.0, warmup, shape, decay)) == 0.0
+    # decay=1 with no warmup is the plain schedule
+    if warmup == 0.0 and decay == 1.0:
+        for progress in (0.1, 0.5, 0.9):
+            assert float(schedule_factor(progress, 0.0, shape, 1.0)) == pytest.approx(
+                float(schedule_factor(progress, 0.0, shape)), abs=1e-7)
+
+
+def test_the_step_schedule_holds_the_peak_until_its_decay_steps():
+    schedule = WarmupLinearDecay(PEAK, warmup_steps=10, total_steps=100, decay_steps=20)
+    rates = [float(schedule(step)) for step in range(101)]
+    assert rates[5] == pytest.approx(PEAK / 2)
+    assert rates[10:81] == pytest.approx([PEAK] * 71)
+    assert rates[90] == pytest.approx(PEAK / 2) and rates[100] == 0.0
+    assert float(WarmupLinearDecay.from_config(schedule.get_config())(90)) == pytest.approx(PEAK / 2)
+
+
+def test_a_decay_outside_the_run_is_refused():
+    with pytest.raises(ValueError, match=r"^decay=1.5 must be a share of the run in \[0, 1\]$"):
+        schedule_factor(0.5, 0.1, "linear", 1.5)
+
+
 def test_an_unknown_schedule_is_refused():
     with pytest.raises(ValueError, match="^unknown schedule 'step'; choose one of linear, cosine, constant$"):
         schedule_factor(0.5, 0.1, "step")
@@ -120,6 +158,21 @@ def test_the_rate_follows_the_time_and_training_stops_when_the_budget_is_spent(t
     # 4 steps an epoch: the epoch records are the steps and seconds at each epoch end.
     assert record["epochs"]["1"] == {"steps": 4, "train_seconds": 3.0}
     assert record["epochs"]["2"] == {"steps": 8, "train_seconds": 7.0}
+
+
+def test_under_a_budget_the_fall_takes_the_last_decay_share_of_the_time(tmp_path, monkeypatch):
+    fake_time = FakeTime()
+    monkeypatch.setattr(training.time, "perf_counter", fake_time)
+    clock = TrainingClock(str(tmp_path / "progress.json"), BUDGET, PEAK, WARMUP, "linear", decay=0.25)
+    recorder = StepTakes(fake_time)
+    _fit(_model(), clock, recorder)
+    # The first step is start-up; the k-th after it starts at k - 1 seconds of training.
+    elapsed = [0.0] + [float(k) for k in range(len(recorder.rates) - 1)]
+    expected = [PEAK * reference_decay_factor(t / BUDGET, WARMUP, "linear", 0.25) for t in elapsed]
+    np.testing.assert_allclose(recorder.rates, expected, rtol=1e-5, atol=1e-9)
+    assert recorder.rates[-1] == pytest.approx(PEAK / 5)  # at 19 s of 20: 1 s of the 5 s fall left
+    assert sum(rate == pytest.approx(PEAK) for rate in recorder.rates) == 12  # from 4 s (warmup done) to 15 s (the fall begins)
+    assert clock.learning_rate(BUDGET) == 0.0
 
 
 def test_a_resumed_run_counts_the_time_its_earlier_part_spent(tmp_path, monkeypatch):

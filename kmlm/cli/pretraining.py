@@ -25,11 +25,14 @@ from kmlm.pretraining.recipe import (
     ADAM_EPSILON,
     BATCH_SIZE,
     CLIP_NORM,
+    DECAY,
     LARGER_PRESET_LEARNING_RATE,
+    LARGER_PRESET_WARMUP,
     LEARNING_RATES,
     MASK_RATE,
     PRETRAINING_MODEL,
     SEQ_LEN,
+    WARMUPS,
 )
 
 STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
@@ -137,8 +140,14 @@ def _add_optimisation_options(parser):
     parser.add_argument("--schedule", dest="lr_schedule", choices=SCHEDULES, default="linear",
                         help="learning rate after the warmup: linear or cosine fall to 0 at the end of the run "
                              "(its steps or its --time-budget), or constant")
-    parser.add_argument("--warmup", type=float, default=0.1, metavar="SHARE",
-                        help="linear warmup over this share of the run (steps or time), in [0, 1)")
+    parser.add_argument("--warmup", type=float, default=None, metavar="SHARE",
+                        help="linear warmup over this share of the run (steps or time), in [0, 1) (default per "
+                             "preset: " + ", ".join(f"{name} {share:g}" for name, share in WARMUPS.items())
+                             + f", larger {LARGER_PRESET_WARMUP:g})")
+    parser.add_argument("--decay", type=float, default=None, metavar="SHARE",
+                        help="the linear or cosine fall takes only the last SHARE of the run, in (0, 1], the rate "
+                             f"holding at its peak after the warmup until then (default {DECAY:g}; 1: the fall "
+                             "takes all of the run after the warmup)")
     parser.add_argument("--warmup-steps", type=int, default=None,
                         help="linear warmup over this many steps instead (with --steps only)")
     parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
@@ -263,7 +272,7 @@ def _pretrain_settings(args):
         segmenter=None if args.segmenter == "none" else args.segmenter,
         vocab=args.vocab, vocab_size=args.vocab_size, vocab_method=args.vocab_method, lowercase=not args.cased,
         packing=not args.no_packing, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
-        warmup=args.warmup, lr_schedule=args.lr_schedule, time_budget=args.time_budget,
+        warmup=args.warmup, lr_schedule=args.lr_schedule, decay=args.decay, time_budget=args.time_budget,
         weight_decay=args.weight_decay, clip_norm=args.clip_norm, adam_beta2=args.adam_beta2,
         adam_epsilon=args.adam_epsilon, precision=args.precision,
         jit_compile=not (args.no_jit or args.deterministic), seed=args.seed,
@@ -331,7 +340,7 @@ def _distill(args):
         args.teacher, corpus=args.corpus, preset=args.preset, steps=args.steps, time_budget=args.time_budget,
         seq_len=args.seq_len, batch_size=args.batch_size, temperature=args.temperature, alpha=args.alpha,
         learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, warmup=args.warmup,
-        lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
+        lr_schedule=args.lr_schedule, decay=args.decay, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
         adam_beta2=args.adam_beta2, adam_epsilon=args.adam_epsilon, precision=args.precision,
         jit_compile=not (args.no_jit or args.deterministic), seed=args.seed, eval_batches=args.eval_batches,
         log_points=args.log_points, model_overrides=model_overrides(args), init_from_teacher=args.init_from_teacher,

@@ -30,7 +30,7 @@ from kmlm import run_directory as rd
 from kmlm.model import build_mlm_model
 from kmlm.pretraining.job import PretrainingJob
 from kmlm.pretraining.objectives import MaskedLanguageModeling
-from kmlm.pretraining.recipe import default_learning_rate
+from kmlm.pretraining.recipe import default_learning_rate, default_warmup
 from kmlm.pretraining.settings import PretrainSettings
 from kmlm.termination import stop_on_sigterm
 from kmlm.training import compile_for_pretraining
@@ -81,7 +81,9 @@ class DistillSettings(PretrainSettings):
         )
         inherited.update({key: value for key, value in values.items() if value is not None})
         if inherited.get("preset") is None:  # the teacher's width: its learning rate too
-            inherited.setdefault("learning_rate", default_learning_rate(teacher_config(teacher).training.get("preset")))
+            teacher_preset = teacher_config(teacher).training.get("preset")
+            inherited.setdefault("learning_rate", default_learning_rate(teacher_preset))
+            inherited.setdefault("warmup", default_warmup(teacher_preset))
         return cls(teacher=teacher, **inherited)
 
     def model_config(self, vocabulary_size):

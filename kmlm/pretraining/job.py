@@ -50,7 +50,7 @@ DATA_KEYS = (
     "corpus", "one_per_line", "seq_len", "batch_size", "masking", "mask_rate", "mask_token_rate",
     "random_token_rate", "lowercase", "packing", "eval_fraction", "segmenter",
 )
-TRAINING_KEYS = ("preset", "steps", "time_budget", "learning_rate", "lr_schedule", "warmup", "warmup_steps",
+TRAINING_KEYS = ("preset", "steps", "time_budget", "learning_rate", "lr_schedule", "warmup", "warmup_steps", "decay",
                  "weight_decay", "clip_norm", "adam_beta2", "adam_epsilon", "precision", "jit_compile", "seed")
 PROGRESS_FILE = "progress.json"
 
@@ -266,6 +266,7 @@ class PretrainingJob:
                     total_steps=total_steps,  # None: the TrainingClock sets the rate from the time spent
                     warmup_steps=total_steps and settings.warmup_steps_for(total_steps),
                     schedule=settings.lr_schedule,
+                    decay_steps=total_steps and settings.decay_steps_for(total_steps),
                     weight_decay=settings.weight_decay,
                     clipnorm=settings.clip_norm or None,
                     beta_2=settings.adam_beta2,
@@ -295,7 +296,7 @@ class PretrainingJob:
         self.clock = TrainingClock(progress, settings.budget_seconds, settings.learning_rate, settings.warmup,
                                    settings.lr_schedule,
                                    spent_seconds(self.path(PROGRESS_FILE), start_epoch, start_step),
-                                   extra=self.timings)
+                                   extra=self.timings, decay=settings.decay)
         # Kept until model.keras is saved: a kill during that save resumes from it.
         self.backup = AtomicBackupAndRestore(self.path(rd.BACKUP_DIR), save=self.chief, remove_at_end=False)
         callbacks = [
@@ -349,8 +350,9 @@ class PretrainingJob:
                      "collectives, which XLA does not compile on CPU (Keras turns XLA off under tf.distribute too)")
         settings = self.settings
         if settings.time_budget is not None:
+            fall = "" if settings.decay is None else f", the fall over the last {settings.decay:g}"
             length = (f"a {settings.time_budget:g}-minute budget ({settings.lr_schedule} schedule over the time, "
-                      "warmup " f"{settings.warmup:g} of it)")
+                      f"warmup {settings.warmup:g} of it{fall})")
         else:
             length = f"{self.steps_per_epoch * self.epochs} steps"
         self.log(self.objective.describe(model, length))

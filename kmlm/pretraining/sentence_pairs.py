@@ -49,12 +49,12 @@ def build_sentence_pretraining_model(mlm_model):
 
 def compile_for_sentence_pretraining(model, *, learning_rate=5e-4, total_steps=10_000, warmup_steps=None,
                                      weight_decay=0.01, clipnorm=1.0, jit_compile=True, schedule="linear",
-                                     beta_2=0.98, epsilon=1e-6):
+                                     beta_2=0.98, epsilon=1e-6, decay_steps=None):
     """Compiles a `build_sentence_pretraining_model` model: summed MLM + pair losses,
     masked accuracy and perplexity for the MLM output, accuracy for the pair output."""
     model.compile(
         optimizer=make_optimizer(learning_rate, total_steps, warmup_steps, weight_decay, clipnorm, schedule,
-                                 beta_2=beta_2, epsilon=epsilon),
+                                 beta_2=beta_2, epsilon=epsilon, decay_steps=decay_steps),
         loss={
             "masked_lm": masked_lm_loss(),
             "next_sentence": keras.losses.SparseCategoricalCrossentropy(

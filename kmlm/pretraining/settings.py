@@ -7,8 +7,8 @@ import os
 from kmlm.config import ModelConfig
 from kmlm.pipelines import MaskingConfig, check_seq_len
 from kmlm.pretraining import distributed
-from kmlm.pretraining.recipe import (ADAM_BETA2, ADAM_EPSILON, BATCH_SIZE, CLIP_NORM, MASK_RATE, PRETRAINING_MODEL,
-                                     SEQ_LEN, default_learning_rate)
+from kmlm.pretraining.recipe import (ADAM_BETA2, ADAM_EPSILON, BATCH_SIZE, CLIP_NORM, DECAY, MASK_RATE, PRETRAINING_MODEL,
+                                     SEQ_LEN, default_learning_rate, default_warmup)
 from kmlm.training import PRECISIONS, SCHEDULES
 
 DISTRIBUTIONS = distributed.STRATEGIES
@@ -51,8 +51,9 @@ class PretrainSettings:
     packing: bool = True
     learning_rate: float | None = None  # None: default_learning_rate(preset)
     warmup_steps: int | None = None
-    warmup: float = 0.1
+    warmup: float | None = None  # None: default_warmup(preset)
     lr_schedule: str = "linear"
+    decay: float | None = None  # the fall's share of the run; None: DECAY (none for the constant schedule)
     weight_decay: float = 0.01
     clip_norm: float = CLIP_NORM  # 0: no clipping
     adam_beta2: float = ADAM_BETA2
@@ -72,6 +73,10 @@ class PretrainSettings:
     def __post_init__(self):
         if self.learning_rate is None:
             self.learning_rate = default_learning_rate(self.preset)
+        if self.warmup is None:
+            self.warmup = default_warmup(self.preset)
+        if self.decay is None and self.lr_schedule != "constant":
+            self.decay = DECAY
 
     def model_config(self, vocabulary_size):
         """The preset's `ModelConfig` with the pretraining recipe (`PRETRAINING_MODEL`) and the
@@ -125,7 +130,13 @@ class PretrainSettings:
         """Warmup of a run by steps: --warmup-steps, or the --warmup share of `total_steps`."""
         if self.warmup_steps is not None:
             return self.warmup_steps
+        if self.warmup == 0:
+            return 0
         return max(1, round(self.warmup * total_steps))
+
+    def decay_steps_for(self, total_steps):
+        """Steps of the fall of a run by steps: the --decay share of `total_steps` (None: no fall)."""
+        return None if self.decay is None else max(1, round(self.decay * total_steps))
 
     def validate(self):
         """Raises a one-line ValueError (or FileNotFoundError) naming the first bad setting."""
@@ -148,6 +159,11 @@ class PretrainSettings:
             raise ValueError(f"--warmup {self.warmup} must be a share of the run in [0, 1), e.g. 0.1")
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.lr_schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.decay is not None:
+            if not 0.0 < self.decay <= 1.0:
+                raise ValueError(f"--decay {self.decay} must be a share of the run in (0, 1], e.g. 0.2")
+            if self.lr_schedule == "constant":
+                raise ValueError("--decay is the length of the fall; the constant schedule has none")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size {self.batch_size} must be at least 1")
         if not self.clip_norm >= 0:

@@ -225,6 +225,14 @@ def test_negative_warmup_steps(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_decay_outside_the_run_or_with_the_constant_schedule(tmp_path, capsys):
+    message = _error(["pretrain", "--decay", "1.5", "--out", str(tmp_path / "r")], capsys)
+    assert message == "--decay 1.5 must be a share of the run in (0, 1], e.g. 0.2"
+    message = _error(["pretrain", "--schedule", "constant", "--decay", "0.2", "--out", str(tmp_path / "r")], capsys)
+    assert message == "--decay is the length of the fall; the constant schedule has none"
+    assert not (tmp_path / "r").exists()
+
+
 def test_vocabulary_size_below_the_fixed_minimum(tmp_path, capsys):
     corpus = write_corpus(tmp_path / "a.txt", ["a a a"])  # one character: the floor is fixed, not the corpus'
     message = _error(["vocab", "--corpus", corpus, "--size", "100", "--out", str(tmp_path / "v.txt")], capsys)

@@ -99,6 +99,9 @@ def test_a_time_budget_must_be_a_positive_number_of_minutes(capsys, value):
                                            "share of the budget, e.g. --warmup 0.1"),
     (dict(warmup=1.0), "--warmup 1.0 must be a share of the run in [0, 1), e.g. 0.1"),
     (dict(lr_schedule="step"), "unknown schedule 'step'; choose one of linear, cosine, constant"),
+    (dict(decay=0.0), "--decay 0.0 must be a share of the run in (0, 1], e.g. 0.2"),
+    (dict(decay=1.5), "--decay 1.5 must be a share of the run in (0, 1], e.g. 0.2"),
+    (dict(decay=0.2, lr_schedule="constant"), "--decay is the length of the fall; the constant schedule has none"),
 ])
 def test_bad_schedule_settings_are_refused_in_one_line(changes, message):
     with pytest.raises(ValueError) as error:
